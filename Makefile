@@ -1,0 +1,51 @@
+# The two commands a new user needs: `make run` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+GENERATED := syntera envoy/syntera.pb third_party
+
+.PHONY: run test bootstrap bootstrap-run generate check-generated lint buf-check typecheck pytest bench clean
+
+run: bootstrap-run
+	$(PY) -m devrun
+
+test: bootstrap lint check-generated pytest
+
+bootstrap:
+	@scripts/bootstrap.sh dev
+
+bootstrap-run:
+	@scripts/bootstrap.sh run
+
+generate: bootstrap
+	$(PY) scripts/generate.py
+
+# CI regenerates and fails if the committed output differs in any way.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+	  echo "generated code is out of date; run 'make generate' and commit:"; \
+	  git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); exit 1; \
+	fi
+	@echo "generated code is up to date"
+
+lint: bootstrap buf-check typecheck
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: bootstrap
+	$(VENV)/bin/mypy
+
+buf-check: bootstrap
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	@scripts/buf-breaking.sh
+
+pytest: bootstrap
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: bootstrap
+	$(PY) -m bench
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh machine, and nothing when it is already there.
+# Usage: scripts/bootstrap.sh [run|dev]   (dev also installs linters, test tools and buf)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-dev}"
+venv=.venv
+stamp_dir=$venv/.stamps
+
+python_bin=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    python_bin=$(command -v "$candidate"); break
+  fi
+done
+if [ -z "$python_bin" ]; then
+  echo "bootstrap: Python 3.11 is required (python3.11 or python3 on PATH)" >&2
+  exit 1
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "bootstrap: creating $venv with $python_bin"
+  "$python_bin" -m venv "$venv"
+fi
+mkdir -p "$stamp_dir"
+
+# Debian packages the project uses at run or test time (listed in scripts/apt-packages.txt).
+if [ -s scripts/apt-packages.txt ]; then
+  missing=()
+  while read -r pkg; do
+    [ -z "$pkg" ] || [[ "$pkg" == \#* ]] && continue
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done < scripts/apt-packages.txt
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+extras="run"; [ "$profile" = "dev" ] && extras="dev"
+py_stamp="$stamp_dir/pip-$extras-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$py_stamp" ]; then
+  echo "bootstrap: installing Python packages ($extras)"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  touch "$py_stamp"
+fi
+
+if [ "$profile" = "dev" ]; then
+  npm_stamp="$stamp_dir/npm-$(sha256sum package-lock.json | cut -c1-16)"
+  if [ ! -f "$npm_stamp" ] || [ ! -x node_modules/.bin/buf ]; then
+    echo "bootstrap: installing npm packages"
+    npm ci --no-audit --no-fund --loglevel=error
+    touch "$npm_stamp"
+  fi
+fi

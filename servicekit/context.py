@@ -1,0 +1,43 @@
+"""Per-call context (who is calling, request id) carried in contextvars.
+
+Set by the server interceptor for the duration of one handler; read by servicers and domain code
+through `current_principal()` so they never touch grpc metadata themselves.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from servicekit.auth import Principal
+from servicekit.errors import unauthenticated
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def current_principal() -> Principal:
+    """The authenticated caller; UNAUTHENTICATED if the call carried none."""
+    principal = _principal.get()
+    if principal is None:
+        raise unauthenticated("this call needs a bearer token", "TOKEN_MISSING")
+    return principal
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def bind_principal(principal: Principal) -> None:
+    """Sets the caller for the rest of the current call (the interceptor resets it afterwards)."""
+    _principal.set(principal)
+
+
+def bind(
+    principal: Principal | None, request_id: str
+) -> tuple[contextvars.Token[Principal | None], contextvars.Token[str]]:
+    return _principal.set(principal), _request_id.set(request_id)
+
+
+def unbind(tokens: tuple[contextvars.Token[Principal | None], contextvars.Token[str]]) -> None:
+    _principal.reset(tokens[0])
+    _request_id.reset(tokens[1])

@@ -1,0 +1,155 @@
+"""One server interceptor for every RPC: request id, authentication, error mapping and access log.
+
+It wraps each method handler rather than acting before it, so the contextvars it sets are visible
+inside the handler (grpc.aio runs interceptors and handlers in different contexts otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any
+
+import grpc
+import structlog
+
+from servicekit import auth, context
+from servicekit.errors import DomainError, ErrorKind
+from servicekit.status import grpc_code, to_status
+
+log = structlog.get_logger("servicekit.rpc")
+
+# Health and reflection must work without a token (probes, grpcurl discovery).
+PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+REQUEST_ID_HEADER = "x-request-id"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# grpc-stubs types handlers as sync; under grpc.aio they are coroutines or async generators.
+Behavior = Callable[..., Any]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Authenticates callers and turns every failure into a well-formed status."""
+
+    def __init__(self, jwt_secret: str, public_prefixes: Collection[str] = PUBLIC_PREFIXES) -> None:
+        self._secret = jwt_secret
+        self._public = tuple(public_prefixes)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(self._public):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, metadata, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # our contracts have no client streams
+
+    def _authenticate(self, metadata: dict[str, Any]) -> auth.Principal:
+        header = metadata.get("authorization")
+        if not isinstance(header, str) or not header:
+            raise DomainError(
+                ErrorKind.UNAUTHENTICATED, "TOKEN_MISSING", "missing authorization: Bearer <token>"
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise DomainError(
+                ErrorKind.UNAUTHENTICATED, "TOKEN_MISSING", "authorization must be 'Bearer <token>'"
+            )
+        return auth.verify(token.strip(), self._secret)
+
+    def _wrap_unary(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            tokens = context.bind(None, _request_id(metadata))
+            try:
+                context.bind_principal(self._authenticate(metadata))
+                response = await behavior(request, ctx)
+                _log_done(method, started, "OK")
+                return response
+            except BaseException as exc:  # noqa: BLE001 - every failure must become a status
+                await _abort(method, started, ctx, exc)
+                raise
+            finally:
+                context.unbind(tokens)
+
+        return wrapped
+
+    def _wrap_stream(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            tokens = context.bind(None, _request_id(metadata))
+            try:
+                context.bind_principal(self._authenticate(metadata))
+                async for item in behavior(request, ctx):
+                    yield item
+                _log_done(method, started, "OK")
+            except BaseException as exc:  # noqa: BLE001 - every failure must become a status
+                await _abort(method, started, ctx, exc)
+                raise
+            finally:
+                context.unbind(tokens)
+
+        return wrapped
+
+
+def _request_id(metadata: dict[str, Any]) -> str:
+    given = metadata.get(REQUEST_ID_HEADER)
+    if isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def _log_done(method: str, started: float, code: str, **extra: Any) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    log.info("rpc finished", method=method, code=code, duration_ms=duration_ms, **extra)
+
+
+async def _abort(
+    method: str, started: float, ctx: grpc.aio.ServicerContext[Any, Any], exc: BaseException
+) -> None:
+    """Ends the call with a rich status; returns only for exceptions that must propagate as they are."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        _log_done(method, started, "CANCELLED")
+        return
+    if isinstance(exc, grpc.aio.AbortError):
+        return  # the handler already set a status
+    if isinstance(exc, DomainError):
+        error = exc
+    elif isinstance(exc, grpc.aio.AioRpcError):
+        error = _from_downstream(exc)
+    else:
+        log.error("rpc failed unexpectedly", method=method, error_type=type(exc).__name__, exc_info=exc)
+        error = DomainError(ErrorKind.INTERNAL, "INTERNAL", "internal error; it has been logged")
+    _log_done(method, started, error.kind.value, reason=error.reason)
+    status = to_status(error)
+    await ctx.abort(
+        grpc_code(error.kind),
+        error.message,
+        trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+def _from_downstream(exc: grpc.aio.AioRpcError) -> DomainError:
+    """A downstream failure a client wrapper did not map: pass on availability, hide the rest."""
+    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return DomainError(
+            ErrorKind.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE", "a service this call needs is unavailable"
+        )
+    return DomainError(ErrorKind.INTERNAL, "DEPENDENCY_FAILED", "a service this call needs failed")
