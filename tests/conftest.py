@@ -10,9 +10,7 @@ import pytest
 from devrun.ports import free_port
 from devrun.processes import ManagedProcess
 from devrun.store import start_store
-from servicekit import auth
-
-JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
+from tests.support.identity import JWT_SECRET
 
 
 class Store:
@@ -62,11 +60,3 @@ def database_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def jwt_secret() -> str:
     return JWT_SECRET
-
-
-def user_token(user_id: str, ttl_seconds: int = 600) -> str:
-    return auth.mint(JWT_SECRET, user_id, ttl_seconds=ttl_seconds)
-
-
-def service_token(name: str = "test-service", ttl_seconds: int = 600) -> str:
-    return auth.mint(JWT_SECRET, name, service=True, ttl_seconds=ttl_seconds)
