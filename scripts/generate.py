@@ -60,8 +60,12 @@ def main() -> None:
 
     if PY_OUT.exists():
         shutil.rmtree(PY_OUT)
+    # The mypy plugins live next to this interpreter; PATH may not include the virtualenv.
+    bin_dir = Path(sys.executable).parent
     run_protoc(
         [
+            f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+            f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
             f"--python_out={ROOT}",
             f"--grpc_python_out={ROOT}",
             f"--mypy_out={ROOT}",
