@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
-GENERATED := syntera envoy/syntera.pb third_party
+GENERATED := syntera envoy/syntera.pb third_party web/src/gen
 
 .PHONY: run test bootstrap bootstrap-run generate check-generated lint buf-check typecheck pytest bench clean
 

@@ -55,3 +55,10 @@ if [ "$profile" = "dev" ]; then
     touch "$npm_stamp"
   fi
 fi
+# The browser page (web/): its build tools, generator plugin and test driver. `run` needs it too (it builds the page).
+web_stamp="$stamp_dir/npm-web-$(sha256sum web/package-lock.json | cut -c1-16)"
+if [ ! -f "$web_stamp" ] || [ ! -x web/node_modules/.bin/vite ]; then
+  echo "bootstrap: installing npm packages for web/"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$web_stamp"
+fi

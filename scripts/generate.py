@@ -7,6 +7,7 @@ again and fails on any difference, so the output must depend only on the inputs.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ PROTOS = ROOT / "protos"
 THIRD_PARTY = ROOT / "third_party" / "googleapis"
 PY_OUT = ROOT / "syntera"
 DESCRIPTOR_SET = ROOT / "envoy" / "syntera.pb"
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+WEB = ROOT / "web"
 
 # The googleapis files our contracts import, plus the google.rpc types Envoy needs to print
 # error details (ErrorInfo, BadRequest) as JSON.
@@ -82,6 +85,19 @@ def main() -> None:
     rpc_types = [name for name in GOOGLEAPIS_FILES if name.startswith("google/rpc/")]
     run_protoc([f"--descriptor_set_out={DESCRIPTOR_SET}", "--include_imports", *ours, *rpc_types])
     print(f"generated {PY_OUT.relative_to(ROOT)}/ and {DESCRIPTOR_SET.relative_to(ROOT)}")
+    generate_web_client()
+
+
+def generate_web_client() -> None:
+    """TypeScript client for the browser page (web/src/gen), from the same buf workspace.
+
+    Skipped when web/ has no node_modules: the Python side must stay generatable without Node.
+    """
+    if not (WEB / "node_modules").is_dir() or not BUF.exists():
+        print("skipped web/src/gen (run `npm ci` in web/ and at the root to generate it)")
+        return
+    subprocess.run([str(BUF), "generate", "--template", "web/buf.gen.yaml"], cwd=ROOT, check=True)
+    print(f"generated {(WEB / 'src' / 'gen').relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":

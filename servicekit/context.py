@@ -13,6 +13,9 @@ from servicekit.errors import unauthenticated
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# The caller's raw bearer token, so a service can forward a user's own credentials downstream
+# (e.g. agent_svc asking chat_svc whether the user owns a conversation). Never log it.
+_bearer_token: contextvars.ContextVar[str] = contextvars.ContextVar("bearer_token", default="")
 
 
 def current_principal() -> Principal:
@@ -25,6 +28,20 @@ def current_principal() -> Principal:
 
 def current_request_id() -> str:
     return _request_id.get()
+
+
+def current_bearer_token() -> str:
+    """The caller's bearer token as it arrived (empty when the call carried none)."""
+    return _bearer_token.get()
+
+
+def bind_bearer_token(token: str) -> contextvars.Token[str]:
+    """Sets the caller's raw token for the current call; reset it with `unbind_bearer_token`."""
+    return _bearer_token.set(token)
+
+
+def unbind_bearer_token(token: contextvars.Token[str]) -> None:
+    _bearer_token.reset(token)
 
 
 def bind_principal(principal: Principal) -> None:

@@ -72,12 +72,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             raise DomainError(
                 ErrorKind.UNAUTHENTICATED, "TOKEN_MISSING", "authorization must be 'Bearer <token>'"
             )
-        return auth.verify(token.strip(), self._secret)
+        principal = auth.verify(token.strip(), self._secret)
+        # Bound only after verification, and reset by the wrapper's `finally` with the rest.
+        context.bind_bearer_token(token.strip())
+        return principal
 
     def _wrap_unary(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             tokens = context.bind(None, _request_id(metadata))
+            bearer_reset = context.bind_bearer_token("")
             try:
                 context.bind_principal(self._authenticate(metadata))
                 response = await behavior(request, ctx)
@@ -87,6 +91,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await _abort(method, started, ctx, exc)
                 raise
             finally:
+                context.unbind_bearer_token(bearer_reset)
                 context.unbind(tokens)
 
         return wrapped
@@ -95,6 +100,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             started = time.perf_counter()
             tokens = context.bind(None, _request_id(metadata))
+            bearer_reset = context.bind_bearer_token("")
             try:
                 context.bind_principal(self._authenticate(metadata))
                 async for item in behavior(request, ctx):
@@ -104,6 +110,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await _abort(method, started, ctx, exc)
                 raise
             finally:
+                context.unbind_bearer_token(bearer_reset)
                 context.unbind(tokens)
 
         return wrapped

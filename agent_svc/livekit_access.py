@@ -1,0 +1,221 @@
+"""LiveKitService's rules: who may get which token and act on which room, and room idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+
+import structlog
+
+from agent_svc import ids
+from agent_svc.livekit_gateway import LiveKitGateway, RoomNotFoundError
+from agent_svc.model import (
+    AgentDispatched,
+    CallMedia,
+    MintedToken,
+    ParticipantKind,
+    ParticipantView,
+    RoomCreated,
+    RoomDeleted,
+)
+from agent_svc.ownership import ConversationAccess, ConversationFacts
+from agent_svc.tokens import MAX_DISPLAY_NAME, TokenMinter, TokenSpec
+from servicekit.auth import Principal
+from servicekit.errors import (
+    FieldViolation,
+    Violations,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    permission_denied,
+)
+
+log = structlog.get_logger("agent_svc.livekit")
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A GenerateToken request in domain terms (None = not given)."""
+
+    conversation_id: str
+    user_id: str
+    agent_id: str
+    kind: ParticipantKind | None
+    media: CallMedia | None
+    ttl_seconds: float | None
+    display_name: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller and its raw bearer token (forwarded to chat_svc for ownership)."""
+
+    principal: Principal
+    bearer_token: str
+
+
+class LiveKitAccess:
+    """The LiveKitService use cases.
+
+    Args:
+        minter: Signs tokens.
+        gateway: The LiveKit server API.
+        conversations: Ownership checks for user callers.
+    """
+
+    def __init__(
+        self, minter: TokenMinter, gateway: LiveKitGateway, conversations: ConversationAccess
+    ) -> None:
+        self._minter = minter
+        self._gateway = gateway
+        self._conversations = conversations
+        # Serialises room set-up per room in this process, so concurrent CreateRoom/DispatchAgent
+        # calls do not both dispatch the agent.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def generate_token(self, caller: Caller, request: TokenRequest) -> MintedToken:
+        violations = Violations()
+        ids.check_id(violations, "conversation_id", request.conversation_id)
+        ids.check_id(violations, "agent_id", request.agent_id)
+        ids.check_id(violations, "user_id", request.user_id, required=False)
+        self._minter.check_ttl(violations, "ttl", request.ttl_seconds)
+        if len(request.display_name) > MAX_DISPLAY_NAME or not request.display_name.isprintable():
+            violations.add("display_name", f"must be at most {MAX_DISPLAY_NAME} printable characters")
+        kind = request.kind or ParticipantKind.USER
+        principal = caller.principal
+        if principal.is_service and kind is ParticipantKind.USER and not request.user_id:
+            violations.add("user_id", "is required when a service asks for a user token")
+        violations.raise_if_any()
+
+        media = request.media or CallMedia.VOICE
+        if not principal.is_service:
+            if kind is ParticipantKind.AGENT:
+                raise permission_denied("only services may get an agent token", "AGENT_TOKEN_FORBIDDEN")
+            if request.user_id and request.user_id != principal.subject:
+                raise permission_denied("a token can only be issued for yourself", "USER_MISMATCH")
+            facts = await self._owned(caller, request.conversation_id)
+            _check_matches(facts, request.agent_id, request.media)
+            media = facts.media or media
+
+        if kind is ParticipantKind.AGENT:
+            identity = ids.agent_identity(request.agent_id)
+        else:
+            identity = request.user_id or principal.subject
+        minted = self._minter.mint(
+            TokenSpec(
+                conversation_id=request.conversation_id,
+                agent_id=request.agent_id,
+                kind=kind,
+                media=media,
+                identity=identity,
+                display_name=request.display_name,
+                ttl_seconds=request.ttl_seconds,
+            )
+        )
+        log.info("token issued", room=minted.room_name, kind=kind.value, media=media.value)
+        return minted
+
+    async def create_room(self, caller: Caller, conversation_id: str, agent_id: str) -> RoomCreated:
+        agent_id = await self._agent_for(caller, conversation_id, agent_id)
+        name = ids.room_name(conversation_id)
+        policy = self._minter.policy
+        async with self._lock(name):
+            existing = await self._gateway.find_room(name)
+            room = existing or await self._gateway.create_room(
+                name, policy.empty_timeout_seconds, policy.max_participants
+            )
+            # LiveKit ignores the dispatch carried in tokens for pre-created rooms (livekit issue 4390):
+            # dispatch explicitly, unless our agent already is.
+            dispatched = await self._ensure_dispatch(name, conversation_id, agent_id)
+        log.info(
+            "room ready",
+            room=name,
+            existed=existing is not None,
+            new_dispatch=not dispatched.already_dispatched,
+        )
+        return RoomCreated(name, existing is not None, room.sid, dispatched.dispatch_id)
+
+    async def dispatch_agent(self, caller: Caller, conversation_id: str, agent_id: str) -> AgentDispatched:
+        agent_id = await self._agent_for(caller, conversation_id, agent_id)
+        name = ids.room_name(conversation_id)
+        async with self._lock(name):
+            return await self._ensure_dispatch(name, conversation_id, agent_id)
+
+    async def list_participants(self, caller: Caller, conversation_id: str) -> list[ParticipantView]:
+        _check_conversation_id(conversation_id)
+        if not caller.principal.is_service:
+            await self._owned(caller, conversation_id)
+        name = ids.room_name(conversation_id)
+        try:
+            participants = await self._gateway.list_participants(name)
+        except RoomNotFoundError:
+            raise not_found("room", name) from None
+        # Some LiveKit versions list an unknown room as empty: tell "empty" from "absent".
+        if not participants and await self._gateway.find_room(name) is None:
+            raise not_found("room", name)
+        return participants
+
+    async def delete_room(self, caller: Caller, conversation_id: str) -> RoomDeleted:
+        _check_conversation_id(conversation_id)
+        if not caller.principal.is_service:
+            await self._owned(caller, conversation_id)
+        name = ids.room_name(conversation_id)
+        async with self._lock(name):
+            existed = await self._gateway.find_room(name) is not None
+            deleted = existed and await self._gateway.delete_room(name)
+        log.info("room deleted", room=name, deleted=deleted)
+        return RoomDeleted(name, deleted)
+
+    async def _agent_for(self, caller: Caller, conversation_id: str, agent_id: str) -> str:
+        """Validates the ids and returns the agent profile to dispatch with."""
+        violations = Violations()
+        ids.check_id(violations, "conversation_id", conversation_id)
+        ids.check_id(violations, "agent_id", agent_id, required=False)
+        violations.raise_if_any()
+        if caller.principal.is_service:
+            return agent_id or ids.DEFAULT_AGENT_ID
+        facts = await self._owned(caller, conversation_id)
+        _check_matches(facts, agent_id, None)
+        return facts.agent_id or agent_id or ids.DEFAULT_AGENT_ID
+
+    async def _owned(self, caller: Caller, conversation_id: str) -> ConversationFacts:
+        facts = await self._conversations.resolve(caller.principal, caller.bearer_token, conversation_id)
+        if facts.ended:
+            raise failed_precondition("the conversation has ended", "CONVERSATION_ENDED")
+        return facts
+
+    async def _ensure_dispatch(self, room: str, conversation_id: str, agent_id: str) -> AgentDispatched:
+        agent_name = self._minter.policy.agent_name
+        for dispatch in await self._gateway.list_dispatches(room):
+            if dispatch.agent_name == agent_name:
+                return AgentDispatched(room, dispatch.dispatch_id, already_dispatched=True)
+        created = await self._gateway.create_dispatch(
+            room, agent_name, ids.dispatch_metadata(conversation_id, agent_id)
+        )
+        log.info("agent dispatched", room=room, agent_name=agent_name)
+        return AgentDispatched(room, created.dispatch_id, already_dispatched=False)
+
+    def _lock(self, room: str) -> asyncio.Lock:
+        lock = self._locks.get(room)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[room] = lock
+        return lock
+
+
+def _check_conversation_id(conversation_id: str) -> None:
+    violations = Violations()
+    ids.check_id(violations, "conversation_id", conversation_id)
+    violations.raise_if_any()
+
+
+def _check_matches(facts: ConversationFacts, agent_id: str, media: CallMedia | None) -> None:
+    """A user's request must agree with the conversation chat_svc holds."""
+    bad: list[FieldViolation] = []
+    if facts.agent_id and agent_id and agent_id != facts.agent_id:
+        bad.append(FieldViolation("agent_id", "does not match the conversation's agent"))
+    if facts.media is not None and media is not None and media is not facts.media:
+        bad.append(FieldViolation("media", "does not match the conversation's channel"))
+    if bad:
+        raise invalid_argument(bad)

@@ -1,0 +1,97 @@
+"""agent_svc settings, read from the environment once at start-up.
+
+LiveKit configuration follows the seed's `validateLiveKitConfig`: the URL must be `wss://` (or `ws://`
+for a local server), and credentials are required outside dev mode. In dev mode with nothing
+configured, the LiveKit dev-server defaults are used and `app.main` says so loudly.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+
+from servicekit.settings import CommonSettings
+
+DEV_LIVEKIT_URL = "ws://localhost:7880"
+DEV_LIVEKIT_API_KEY = "devkey"
+DEV_LIVEKIT_API_SECRET = "secret"  # noqa: S105 - the public default of `livekit-server --dev`
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class AgentSettings(CommonSettings):
+    """Settings of agent_svc (env names are part of the run contract; see .env.example)."""
+
+    host: str = Field(default="127.0.0.1", validation_alias="AGENT_SVC_HOST")
+    port: int = Field(default=50051, ge=0, le=65535, validation_alias="AGENT_SVC_PORT")
+
+    livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY")
+    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    livekit_agent_name: str = Field(
+        default="syntera-voice",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        validation_alias="LIVEKIT_AGENT_NAME",
+    )
+    livekit_token_ttl_seconds: int = Field(default=3600, validation_alias="LIVEKIT_TOKEN_TTL_SECONDS")
+    livekit_token_ttl_min_seconds: int = Field(
+        default=60, ge=1, validation_alias="LIVEKIT_TOKEN_TTL_MIN_SECONDS"
+    )
+    livekit_token_ttl_max_seconds: int = Field(
+        default=86400, ge=1, validation_alias="LIVEKIT_TOKEN_TTL_MAX_SECONDS"
+    )
+    livekit_room_empty_timeout_seconds: int = Field(
+        default=300, ge=0, le=86400, validation_alias="LIVEKIT_ROOM_EMPTY_TIMEOUT_SECONDS"
+    )
+    livekit_room_max_participants: int = Field(
+        default=4, ge=0, le=1000, validation_alias="LIVEKIT_ROOM_MAX_PARTICIPANTS"
+    )
+    livekit_api_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="LIVEKIT_API_TIMEOUT_SECONDS"
+    )
+
+    chat_svc_address: str = Field(default="", validation_alias="CHAT_SVC_ADDRESS")
+    chat_svc_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, validation_alias="CHAT_SVC_TIMEOUT_SECONDS"
+    )
+
+    # Set by the validator when dev-mode defaults stood in for missing LiveKit settings.
+    livekit_dev_defaults: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="after")
+    def _validate_livekit(self) -> AgentSettings:
+        configured = [self.livekit_url, self.livekit_api_key, self.livekit_api_secret]
+        if self.dev_mode and not any(configured):
+            self.livekit_url = DEV_LIVEKIT_URL
+            self.livekit_api_key = DEV_LIVEKIT_API_KEY
+            self.livekit_api_secret = DEV_LIVEKIT_API_SECRET
+            self.livekit_dev_defaults = True
+        for name, value in (
+            ("LIVEKIT_URL", self.livekit_url),
+            ("LIVEKIT_API_KEY", self.livekit_api_key),
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret),
+        ):
+            if not value:
+                raise ValueError(f"{name} must be set (or leave all LiveKit variables empty in dev mode)")
+        _check_livekit_url(self.livekit_url)
+        if not self.livekit_token_ttl_min_seconds <= self.livekit_token_ttl_seconds:
+            raise ValueError("LIVEKIT_TOKEN_TTL_SECONDS must not be below LIVEKIT_TOKEN_TTL_MIN_SECONDS")
+        if not self.livekit_token_ttl_seconds <= self.livekit_token_ttl_max_seconds:
+            raise ValueError("LIVEKIT_TOKEN_TTL_SECONDS must not exceed LIVEKIT_TOKEN_TTL_MAX_SECONDS")
+        if not self.chat_svc_address and not self.dev_mode:
+            raise ValueError(
+                "CHAT_SVC_ADDRESS must be set: conversation ownership is checked against chat_svc "
+                "(it may be empty only with SYNTERA_DEV_MODE=true)"
+            )
+        return self
+
+
+def _check_livekit_url(url: str) -> None:
+    """`wss://host[:port]`, or `ws://` only for a server on this machine (no TLS on the wire otherwise)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("wss", "ws") or not parsed.hostname:
+        raise ValueError("LIVEKIT_URL must be a wss:// URL (ws:// only for localhost)")
+    if parsed.scheme == "ws" and parsed.hostname not in _LOCAL_HOSTS:
+        raise ValueError("LIVEKIT_URL must use wss:// unless the LiveKit server is on localhost")

@@ -1,0 +1,1 @@
+"""chat_svc: `ConversationService` on MongoDB — conversations, messages and live transcripts."""

@@ -1,0 +1,107 @@
+"""Wires chat_svc together: store, agent_svc client, change feeds, domain, servicer, grpc server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from pymongo.asynchronous.database import AsyncDatabase
+
+from chat_svc.calls import CallSetup
+from chat_svc.changefeed import ChangeFeed, Disruptions
+from chat_svc.conversations import Conversations
+from chat_svc.messages import MessageLog
+from chat_svc.servicer import ConversationServicer
+from chat_svc.settings import ChatSettings
+from chat_svc.store import Collections, Document, ensure_indexes
+from chat_svc.transcripts import Transcripts
+from chat_svc.watch import CONVERSATIONS_FEED, MESSAGES_FEED, Watchers, conversation_keys, message_keys
+from servicekit.server import RunningServer, start_server
+from syntera.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
+
+log = structlog.get_logger("chat_svc.app")
+
+SERVICE_NAME = conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name
+
+
+@dataclass
+class ChatServer(RunningServer):
+    """The running server plus the change feeds its watch streams depend on."""
+
+    feeds: tuple[ChangeFeed, ...] = ()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """NOT_SERVING, end every watch stream cleanly, then drain unary calls and stop."""
+        await self.set_serving(False)
+        for feed in self.feeds:
+            await feed.close()
+        await self.server.stop(grace_seconds)
+
+
+async def create_server(
+    settings: ChatSettings,
+    database: AsyncDatabase[Document],
+    calls: CallSetup,
+    disruptions: Disruptions | None = None,
+) -> ChatServer:
+    """Ensures indexes, starts the change feeds and the server (health NOT_SERVING until marked).
+
+    Args:
+        settings: chat_svc settings (host and port; port 0 picks a free one).
+        database: The database holding `conversations` and `messages`.
+        calls: agent_svc, or a stand-in in tests.
+        disruptions: The connection-pool listener registered on the database's client, so feeds
+            resync watchers after the driver reconnects; None when the client has none.
+    """
+    collections = Collections.of(database)
+    await ensure_indexes(collections)
+    disruptions = disruptions or Disruptions()
+    messages_feed = ChangeFeed(
+        MESSAGES_FEED, collections.messages, message_keys, settings.change_stream_poll_seconds, disruptions
+    )
+    conversations_feed = ChangeFeed(
+        CONVERSATIONS_FEED,
+        collections.conversations,
+        conversation_keys,
+        settings.change_stream_poll_seconds,
+        disruptions,
+    )
+    conversations = Conversations(
+        collections, calls, settings.conversations_page_size, settings.conversations_page_size_max
+    )
+    messages = MessageLog(
+        collections, conversations, settings.messages_page_size, settings.messages_page_size_max
+    )
+    servicer = ConversationServicer(
+        conversations,
+        messages,
+        Transcripts(collections, conversations, messages),
+        Watchers(
+            collections,
+            conversations,
+            messages_feed,
+            conversations_feed,
+            settings.watch_keepalive_seconds,
+            settings.mongodb_timeout_seconds,
+        ),
+    )
+    running = await start_server(
+        host=settings.host,
+        port=settings.port,
+        jwt_secret=settings.jwt_secret,
+        registrars=[
+            lambda server: conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
+                servicer, server
+            )
+        ],
+        service_names=[SERVICE_NAME],
+    )
+    messages_feed.start()
+    conversations_feed.start()
+    return ChatServer(
+        server=running.server,
+        port=running.port,
+        health=running.health,
+        service_names=running.service_names,
+        feeds=(messages_feed, conversations_feed),
+    )

@@ -1,0 +1,135 @@
+"""Records ↔ protobuf messages. The only place that knows both shapes."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from chat_svc.records import Channel, Conversation, JoinGrant, Message, Role, Source, Status
+from chat_svc.transcripts import RawTime, SegmentInput
+from syntera.conversation.v1 import resources_pb2 as pb
+
+_CHANNEL_TO_PB = {
+    Channel.TEXT: pb.CHANNEL_TEXT,
+    Channel.VOICE: pb.CHANNEL_VOICE,
+    Channel.VIDEO: pb.CHANNEL_VIDEO,
+}
+_STATUS_TO_PB = {
+    Status.ACTIVE: pb.CONVERSATION_STATUS_ACTIVE,
+    Status.ENDED: pb.CONVERSATION_STATUS_ENDED,
+    Status.FAILED: pb.CONVERSATION_STATUS_FAILED,
+}
+_ROLE_TO_PB = {Role.USER: pb.ROLE_USER, Role.AGENT: pb.ROLE_AGENT}
+_SOURCE_TO_PB = {Source.TEXT: pb.MESSAGE_SOURCE_TEXT, Source.TRANSCRIPT: pb.MESSAGE_SOURCE_TRANSCRIPT}
+
+
+def channel_from_pb(value: int) -> Channel | None:
+    for channel, number in _CHANNEL_TO_PB.items():
+        if number == value:
+            return channel
+    return None
+
+
+def role_from_pb(value: int) -> Role | None:
+    for role, number in _ROLE_TO_PB.items():
+        if number == value:
+            return role
+    return None
+
+
+def _timestamp(us: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def _duration(us: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def conversation_to_pb(conversation: Conversation) -> pb.Conversation:
+    out = pb.Conversation(
+        conversation_id=conversation.conversation_id,
+        user_id=conversation.user_id,
+        agent_id=conversation.agent_id,
+        channel=_CHANNEL_TO_PB[conversation.channel],
+        status=_STATUS_TO_PB[conversation.status],
+        title=conversation.title,
+        room_name=conversation.room_name,
+        metadata=conversation.metadata,
+        create_time=_timestamp(conversation.create_time_us),
+        last_seq=conversation.last_seq,
+    )
+    if conversation.end_time_us is not None:
+        out.end_time.CopyFrom(_timestamp(conversation.end_time_us))
+    if conversation.duration_us is not None:
+        out.duration.CopyFrom(_duration(conversation.duration_us))
+    return out
+
+
+def join_to_pb(join: JoinGrant) -> pb.JoinInfo:
+    return pb.JoinInfo(
+        token=join.token,
+        url=join.url,
+        room_name=join.room_name,
+        identity=join.identity,
+        expire_time=_timestamp(join.expire_time_us),
+    )
+
+
+def message_to_pb(message: Message) -> pb.Message:
+    out = pb.Message(
+        message_id=message.message_id,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        revision=message.revision,
+        role=_ROLE_TO_PB[message.role],
+        source=_SOURCE_TO_PB[message.source],
+        text=message.text,
+        final=message.final,
+        interrupted=message.interrupted,
+        segment_id=message.segment_id or "",
+        language=message.language,
+        confidence=message.confidence,
+        sender_id=message.sender_id,
+        create_time=_timestamp(message.create_time_us),
+        update_time=_timestamp(message.update_time_us),
+    )
+    if message.start_time_us is not None:
+        out.start_time.CopyFrom(_timestamp(message.start_time_us))
+    if message.end_time_us is not None:
+        out.end_time.CopyFrom(_timestamp(message.end_time_us))
+    metrics = message.metrics
+    if metrics.end_of_turn_delay_us is not None:
+        out.metrics.end_of_turn_delay.CopyFrom(_duration(metrics.end_of_turn_delay_us))
+    if metrics.llm_time_to_first_token_us is not None:
+        out.metrics.llm_time_to_first_token.CopyFrom(_duration(metrics.llm_time_to_first_token_us))
+    if metrics.tts_time_to_first_byte_us is not None:
+        out.metrics.tts_time_to_first_byte.CopyFrom(_duration(metrics.tts_time_to_first_byte_us))
+    return out
+
+
+def _raw(message: timestamp_pb2.Timestamp | duration_pb2.Duration) -> RawTime:
+    return RawTime(seconds=message.seconds, nanos=message.nanos)
+
+
+def segment_from_pb(segment: pb.TranscriptSegment) -> SegmentInput:
+    metrics = segment.metrics
+    has_metrics = segment.HasField("metrics")
+    return SegmentInput(
+        segment_id=segment.segment_id,
+        role=role_from_pb(segment.role),
+        text=segment.text,
+        final=segment.final,
+        interrupted=segment.interrupted,
+        start_time=_raw(segment.start_time) if segment.HasField("start_time") else None,
+        end_time=_raw(segment.end_time) if segment.HasField("end_time") else None,
+        language=segment.language,
+        confidence=segment.confidence,
+        end_of_turn_delay=_raw(metrics.end_of_turn_delay)
+        if has_metrics and metrics.HasField("end_of_turn_delay")
+        else None,
+        llm_time_to_first_token=_raw(metrics.llm_time_to_first_token)
+        if has_metrics and metrics.HasField("llm_time_to_first_token")
+        else None,
+        tts_time_to_first_byte=_raw(metrics.tts_time_to_first_byte)
+        if has_metrics and metrics.HasField("tts_time_to_first_byte")
+        else None,
+    )

@@ -1,0 +1,154 @@
+"""Messages of a conversation: gap-free `seq` allocation, typed messages, listing.
+
+`seq` needs no counter document that could leave gaps: a new message takes (highest seq)+1 and is
+inserted; the unique {conversation_id, seq} index makes a concurrent insert of the same seq fail,
+and the loser retries with the next one. Messages are never deleted, so seqs stay 1, 2, 3…
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from chat_svc import paging
+from chat_svc.conversations import Conversations
+from chat_svc.records import Message, Role, Source, Status, now_us
+from chat_svc.store import Collections, Document, message_from_doc, store_errors
+from chat_svc.validation import MESSAGE_TEXT_MAX, check_id, check_page_size, check_request_id, is_blank
+from servicekit.auth import Principal
+from servicekit.errors import DomainError, ErrorKind, Violations, failed_precondition
+
+log = structlog.get_logger("chat_svc.messages")
+
+# Each failed attempt means another writer just took that seq; this many in a row means a pile-up.
+_MAX_SEQ_ATTEMPTS = 64
+
+
+class MessageLog:
+    """Appends and reads the messages of conversations."""
+
+    def __init__(
+        self, collections: Collections, conversations: Conversations, page_size: int, page_size_max: int
+    ) -> None:
+        self._c = collections
+        self._conversations = conversations
+        self._page_size = page_size
+        self._page_size_max = page_size_max
+
+    async def append(
+        self, conversation_id: str, build: Callable[[int], Document], unique_key: tuple[str, str] | None
+    ) -> tuple[Document, bool]:
+        """Inserts `build(seq)` at the next free seq; returns (document, created).
+
+        If `unique_key` (field, value) already exists in the conversation (a retry, or a concurrent
+        writer of the same segment or request), returns that document with created=False instead.
+        """
+        for _ in range(_MAX_SEQ_ATTEMPTS):
+            with store_errors():
+                top = await self._c.messages.find_one(
+                    {"conversation_id": conversation_id}, sort=[("seq", DESCENDING)], projection={"seq": True}
+                )
+            doc = build(int(top["seq"]) + 1 if top else 1)
+            try:
+                with store_errors():
+                    await self._c.messages.insert_one(doc)
+            except DuplicateKeyError:
+                if unique_key is not None:
+                    existing = await self.find_by(conversation_id, *unique_key)
+                    if existing is not None:
+                        return existing, False
+                continue  # the seq was taken: try the next one
+            return doc, True
+        log.warning("seq allocation contended", conversation_id=conversation_id)
+        raise DomainError(ErrorKind.UNAVAILABLE, "SEQ_CONTENTION", "too many concurrent writers; try again")
+
+    async def find_by(self, conversation_id: str, field: str, value: str) -> Document | None:
+        with store_errors():
+            return await self._c.messages.find_one({"conversation_id": conversation_id, field: value})
+
+    async def send(self, principal: Principal, conversation_id: str, text: str, request_id: str) -> Message:
+        """Stores a typed message; idempotent on `request_id`."""
+        violations = Violations()
+        check_id(violations, "conversation_id", conversation_id)
+        if is_blank(text):
+            violations.add("text", "must contain a visible character")
+        elif len(text) > MESSAGE_TEXT_MAX:
+            violations.add("text", f"must be at most {MESSAGE_TEXT_MAX} characters")
+        check_request_id(violations, "request_id", request_id)
+        violations.raise_if_any()
+        conversation = await self._conversations.authorize(principal, conversation_id)
+        if request_id:
+            existing = await self.find_by(conversation_id, "request_id", request_id)
+            if existing is not None:
+                return message_from_doc(existing)
+        if conversation.status is Status.ENDED:
+            raise failed_precondition("the conversation has ended", "CONVERSATION_ENDED")
+        if conversation.status is Status.FAILED:
+            raise failed_precondition("the conversation's call setup failed", "CONVERSATION_FAILED")
+        # A service writing into a conversation speaks for the agent (e.g. a text-mode agent).
+        role = Role.AGENT if principal.is_service else Role.USER
+
+        def build(seq: int) -> Document:
+            now = now_us()
+            doc: dict[str, Any] = {
+                "_id": uuid.uuid4().hex,
+                "conversation_id": conversation_id,
+                "seq": seq,
+                "revision": 1,
+                "role": role.value,
+                "source": Source.TEXT.value,
+                "text": text,
+                "final": True,
+                "interrupted": False,
+                "sender_id": principal.subject,
+                "create_time": now,
+                "update_time": now,
+                "language": "",
+                "confidence": 0.0,
+            }
+            if request_id:
+                doc["request_id"] = request_id
+            return doc
+
+        doc, created = await self.append(
+            conversation_id, build, ("request_id", request_id) if request_id else None
+        )
+        if created:
+            log.info("message stored", conversation_id=conversation_id, seq=doc["seq"], chars=len(text))
+        return message_from_doc(doc)
+
+    async def list(
+        self, principal: Principal, conversation_id: str, page_size: int, page_token: str, after_seq: int
+    ) -> tuple[list[Message], str]:
+        """Messages in seq order after `after_seq`, and the next page token ('' on the last page)."""
+        violations = Violations()
+        check_id(violations, "conversation_id", conversation_id)
+        check_page_size(violations, "page_size", page_size, self._page_size_max)
+        if after_seq < 0:
+            violations.add("after_seq", "must not be negative")
+        violations.raise_if_any()
+        start = after_seq
+        if page_token:
+            position = paging.decode(page_token)
+            if paging.require_str(position, "c") != conversation_id:
+                raise paging.invalid_token("page_token")  # another conversation's token
+            start = max(start, paging.require_int(position, "s"))
+        await self._conversations.authorize(principal, conversation_id)
+        limit = page_size or self._page_size
+        with store_errors():
+            docs = (
+                await self._c.messages.find({"conversation_id": conversation_id, "seq": {"$gt": start}})
+                .sort("seq", ASCENDING)
+                .limit(limit + 1)
+                .to_list()
+            )
+        page = [message_from_doc(d) for d in docs[:limit]]
+        next_token = ""
+        if len(docs) > limit:
+            next_token = paging.encode({"c": conversation_id, "s": page[-1].seq})
+        return page, next_token

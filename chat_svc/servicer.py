@@ -1,0 +1,140 @@
+"""The gRPC face of ConversationService: validate → domain → map back. No rules live here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from chat_svc import mapping
+from chat_svc.conversations import Conversations, CreateInput
+from chat_svc.messages import MessageLog
+from chat_svc.transcripts import Transcripts
+from chat_svc.watch import ConversationCreated, ConversationEnded, KeepAlive, MessageChanged, Watchers
+from servicekit.context import current_principal
+from syntera.conversation.v1 import conversation_service_pb2 as api
+from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ConversationServicer(api_grpc.ConversationServiceServicer):
+    """Maps requests onto the domain objects and their results back onto responses."""
+
+    def __init__(
+        self, conversations: Conversations, messages: MessageLog, transcripts: Transcripts, watchers: Watchers
+    ) -> None:
+        self._conversations = conversations
+        self._messages = messages
+        self._transcripts = transcripts
+        self._watchers = watchers
+
+    async def CreateConversation(  # noqa: N802 - gRPC method name
+        self, request: api.CreateConversationRequest, context: Context
+    ) -> api.CreateConversationResponse:
+        created = await self._conversations.create(
+            current_principal(),
+            CreateInput(
+                agent_id=request.agent_id,
+                channel=mapping.channel_from_pb(request.channel),
+                title=request.title,
+                request_id=request.request_id,
+            ),
+        )
+        response = api.CreateConversationResponse(
+            conversation=mapping.conversation_to_pb(created.conversation)
+        )
+        if created.join is not None:
+            response.join_info.CopyFrom(mapping.join_to_pb(created.join))
+        return response
+
+    async def GetConversation(  # noqa: N802
+        self, request: api.GetConversationRequest, context: Context
+    ) -> api.GetConversationResponse:
+        conversation = await self._conversations.get(current_principal(), request.conversation_id)
+        return api.GetConversationResponse(conversation=mapping.conversation_to_pb(conversation))
+
+    async def ListConversations(  # noqa: N802
+        self, request: api.ListConversationsRequest, context: Context
+    ) -> api.ListConversationsResponse:
+        page, next_token = await self._conversations.list(
+            current_principal(), request.page_size, request.page_token
+        )
+        return api.ListConversationsResponse(
+            conversations=[mapping.conversation_to_pb(c) for c in page], next_page_token=next_token
+        )
+
+    async def EndConversation(  # noqa: N802
+        self, request: api.EndConversationRequest, context: Context
+    ) -> api.EndConversationResponse:
+        conversation = await self._conversations.end(current_principal(), request.conversation_id)
+        return api.EndConversationResponse(conversation=mapping.conversation_to_pb(conversation))
+
+    async def SendMessage(  # noqa: N802
+        self, request: api.SendMessageRequest, context: Context
+    ) -> api.SendMessageResponse:
+        message = await self._messages.send(
+            current_principal(), request.conversation_id, request.text, request.request_id
+        )
+        return api.SendMessageResponse(message=mapping.message_to_pb(message))
+
+    async def ListMessages(  # noqa: N802
+        self, request: api.ListMessagesRequest, context: Context
+    ) -> api.ListMessagesResponse:
+        page, next_token = await self._messages.list(
+            current_principal(),
+            request.conversation_id,
+            request.page_size,
+            request.page_token,
+            request.after_seq,
+        )
+        return api.ListMessagesResponse(
+            messages=[mapping.message_to_pb(m) for m in page], next_page_token=next_token
+        )
+
+    async def ReportTranscript(  # noqa: N802
+        self, request: api.ReportTranscriptRequest, context: Context
+    ) -> api.ReportTranscriptResponse:
+        results = await self._transcripts.report(
+            current_principal(),
+            request.conversation_id,
+            [mapping.segment_from_pb(s) for s in request.segments],
+        )
+        return api.ReportTranscriptResponse(
+            results=[
+                api.SegmentResult(segment_id=r.segment_id, seq=r.seq, revision=r.revision, created=r.created)
+                for r in results
+            ]
+        )
+
+    async def WatchConversation(  # noqa: N802
+        self, request: api.WatchConversationRequest, context: Context
+    ) -> AsyncIterator[api.WatchConversationResponse]:
+        events = self._watchers.conversation(current_principal(), request.conversation_id, request.after_seq)
+        async for event in events:
+            if isinstance(event, MessageChanged):
+                yield api.WatchConversationResponse(message=mapping.message_to_pb(event.message))
+            elif isinstance(event, ConversationEnded):
+                yield api.WatchConversationResponse(
+                    conversation_ended=api.ConversationEnded(
+                        conversation=mapping.conversation_to_pb(event.conversation)
+                    )
+                )
+            elif isinstance(event, KeepAlive):
+                yield api.WatchConversationResponse(keep_alive=api.KeepAlive())
+
+    async def WatchConversations(  # noqa: N802
+        self, request: api.WatchConversationsRequest, context: Context
+    ) -> AsyncIterator[api.WatchConversationsResponse]:
+        async for event in self._watchers.user(current_principal()):
+            if isinstance(event, ConversationCreated):
+                yield api.WatchConversationsResponse(
+                    conversation_created=mapping.conversation_to_pb(event.conversation)
+                )
+            elif isinstance(event, ConversationEnded):
+                yield api.WatchConversationsResponse(
+                    conversation_ended=mapping.conversation_to_pb(event.conversation)
+                )
+            elif isinstance(event, KeepAlive):
+                yield api.WatchConversationsResponse(keep_alive=api.KeepAlive())

@@ -1,0 +1,35 @@
+"""chat_svc settings, read once from the environment in `main()`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from servicekit.settings import CommonSettings
+
+
+class ChatSettings(CommonSettings):
+    """Everything chat_svc reads from the environment (see `.env.example`)."""
+
+    host: str = Field(default="127.0.0.1", validation_alias="CHAT_SVC_HOST")
+    port: int = Field(default=50052, ge=0, le=65535, validation_alias="CHAT_SVC_PORT")
+    agent_svc_address: str = Field(default="127.0.0.1:50051", validation_alias="AGENT_SVC_ADDRESS")
+    agent_svc_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="AGENT_SVC_TIMEOUT_SECONDS"
+    )
+    mongodb_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="MONGODB_TIMEOUT_SECONDS"
+    )
+    watch_keepalive_seconds: float = Field(
+        default=15.0, gt=0, le=300, validation_alias="WATCH_KEEPALIVE_SECONDS"
+    )
+    # Real MongoDB blocks in getMore for up to this long; the embedded store answers at once, so the
+    # feed sleeps this long between empty polls. It bounds the added delivery latency.
+    change_stream_poll_seconds: float = Field(
+        default=0.05, gt=0, le=5, validation_alias="CHANGE_STREAM_POLL_SECONDS"
+    )
+    conversations_page_size: int = Field(default=20, ge=1, le=100, validation_alias="CONVERSATIONS_PAGE_SIZE")
+    conversations_page_size_max: int = Field(
+        default=100, ge=1, le=1000, validation_alias="CONVERSATIONS_PAGE_SIZE_MAX"
+    )
+    messages_page_size: int = Field(default=100, ge=1, le=500, validation_alias="MESSAGES_PAGE_SIZE")
+    messages_page_size_max: int = Field(default=500, ge=1, le=5000, validation_alias="MESSAGES_PAGE_SIZE_MAX")

@@ -1,0 +1,280 @@
+"""ReportTranscript: spoken turns keyed by the reporter's segment id, never lost and never doubled.
+
+Rules (the contract's, and the ones we chose where it is silent):
+- A new segment id becomes a new message at the next seq (revision 1).
+- The same id again updates that message in place (revision + 1); a report identical to what is
+  stored is a no-op and answers with the same seq and revision, so retries are harmless.
+- A final segment never turns back into an interim one: an interim report for a final segment is
+  ignored (not an error), so a retry that arrives after finalisation does no damage.
+- The role of a segment is fixed by its first report; a different role is INVALID_ARGUMENT.
+- Transcripts are accepted for ENDED conversations too: the worker flushes after hang-up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from chat_svc.conversations import Conversations
+from chat_svc.messages import MessageLog
+from chat_svc.records import Message, Role, Source, TurnMetrics, now_us
+from chat_svc.store import Collections, Document, message_from_doc, metrics_to_doc, store_errors
+from chat_svc.validation import (
+    LANGUAGE_PATTERN,
+    SEGMENT_ID_PATTERN,
+    SEGMENT_TEXT_MAX,
+    SEGMENTS_MAX,
+    check_id,
+)
+from servicekit.auth import Principal
+from servicekit.errors import (
+    DomainError,
+    ErrorKind,
+    FieldViolation,
+    Violations,
+    invalid_argument,
+    permission_denied,
+)
+
+log = structlog.get_logger("chat_svc.transcripts")
+
+# protobuf Timestamp bounds (0001-01-01 to 9999-12-31) and Duration bounds.
+_TIMESTAMP_MIN_S = -62_135_596_800
+_TIMESTAMP_MAX_S = 253_402_300_799
+_DURATION_MAX_S = 315_576_000_000
+_NANOS_MAX = 999_999_999
+# Optimistic updates retry when another writer changed the same segment in between.
+_MAX_UPDATE_ATTEMPTS = 32
+# Conversations are never deleted, so "this id exists" can be remembered (bounded).
+_KNOWN_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class RawTime:
+    """Seconds and nanos exactly as the request carried them (Timestamp or Duration)."""
+
+    seconds: int
+    nanos: int
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    """One reported segment before validation. `role` is None for an unknown value."""
+
+    segment_id: str
+    role: Role | None
+    text: str
+    final: bool
+    interrupted: bool
+    start_time: RawTime | None
+    end_time: RawTime | None
+    language: str
+    confidence: float
+    end_of_turn_delay: RawTime | None = None
+    llm_time_to_first_token: RawTime | None = None
+    tts_time_to_first_byte: RawTime | None = None
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    segment_id: str
+    seq: int
+    revision: int
+    created: bool
+
+
+def _timestamp_us(violations: Violations, field: str, value: RawTime | None) -> int | None:
+    if value is None:
+        return None
+    if not (_TIMESTAMP_MIN_S <= value.seconds <= _TIMESTAMP_MAX_S) or not (0 <= value.nanos <= _NANOS_MAX):
+        violations.add(field, "is not a valid timestamp")
+        return None
+    return value.seconds * 1_000_000 + value.nanos // 1000
+
+
+def _duration_us(violations: Violations, field: str, value: RawTime | None) -> int | None:
+    if value is None:
+        return None
+    if value.seconds < 0 or value.nanos < 0:
+        violations.add(field, "must not be negative")
+        return None
+    if value.seconds > _DURATION_MAX_S or value.nanos > _NANOS_MAX:
+        violations.add(field, "is not a valid duration")
+        return None
+    return value.seconds * 1_000_000 + value.nanos // 1000
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A validated segment, in stored units."""
+
+    segment_id: str
+    role: Role
+    fields: dict[str, Any]
+
+
+def validate_segments(conversation_id: str, segments: Sequence[SegmentInput]) -> list[_Segment]:
+    """Checks every field of every segment; one INVALID_ARGUMENT names all bad ones."""
+    violations = Violations()
+    check_id(violations, "conversation_id", conversation_id)
+    if not segments:
+        violations.add("segments", "must hold at least one segment")
+    elif len(segments) > SEGMENTS_MAX:
+        violations.add("segments", f"must hold at most {SEGMENTS_MAX} segments")
+        violations.raise_if_any()
+    valid: list[_Segment] = []
+    for index, segment in enumerate(segments):
+        path = f"segments[{index}]"
+        if not segment.segment_id:
+            violations.add(f"{path}.segment_id", "is required")
+        elif not SEGMENT_ID_PATTERN.fullmatch(segment.segment_id):
+            violations.add(
+                f"{path}.segment_id", "must be 1 to 200 characters of A-Z, a-z, 0-9 and _ . : / @ + = -"
+            )
+        if segment.role is None:
+            violations.add(f"{path}.role", "must be ROLE_USER or ROLE_AGENT")
+        if len(segment.text) > SEGMENT_TEXT_MAX:
+            violations.add(f"{path}.text", f"must be at most {SEGMENT_TEXT_MAX} characters")
+        elif segment.final and not segment.text.strip():
+            violations.add(f"{path}.text", "may be empty only for an interim segment")
+        if segment.interrupted and segment.role is Role.USER:
+            violations.add(f"{path}.interrupted", "applies to agent turns only")
+        start = _timestamp_us(violations, f"{path}.start_time", segment.start_time)
+        end = _timestamp_us(violations, f"{path}.end_time", segment.end_time)
+        if start is not None and end is not None and end < start:
+            violations.add(f"{path}.end_time", "must not be before start_time")
+        if segment.language and not LANGUAGE_PATTERN.fullmatch(segment.language):
+            violations.add(f"{path}.language", "must be a BCP-47 language tag such as 'en' or 'en-US'")
+        if not 0.0 <= segment.confidence <= 1.0:  # also refuses NaN
+            violations.add(f"{path}.confidence", "must be between 0 and 1")
+        metrics = TurnMetrics(
+            end_of_turn_delay_us=_duration_us(
+                violations, f"{path}.metrics.end_of_turn_delay", segment.end_of_turn_delay
+            ),
+            llm_time_to_first_token_us=_duration_us(
+                violations, f"{path}.metrics.llm_time_to_first_token", segment.llm_time_to_first_token
+            ),
+            tts_time_to_first_byte_us=_duration_us(
+                violations, f"{path}.metrics.tts_time_to_first_byte", segment.tts_time_to_first_byte
+            ),
+        )
+        if violations or segment.role is None:
+            continue
+        valid.append(
+            _Segment(
+                segment_id=segment.segment_id,
+                role=segment.role,
+                fields={
+                    "text": segment.text,
+                    "final": segment.final,
+                    "interrupted": segment.interrupted,
+                    "start_time": start,
+                    "end_time": end,
+                    "language": segment.language,
+                    "confidence": float(segment.confidence),
+                    "metrics": metrics_to_doc(metrics),
+                },
+            )
+        )
+    violations.raise_if_any()
+    return valid
+
+
+class Transcripts:
+    """Applies reported segments to the message log."""
+
+    def __init__(self, collections: Collections, conversations: Conversations, messages: MessageLog) -> None:
+        self._c = collections
+        self._conversations = conversations
+        self._messages = messages
+        self._known: set[str] = set()
+
+    async def report(
+        self, principal: Principal, conversation_id: str, segments: Sequence[SegmentInput]
+    ) -> list[SegmentResult]:
+        """Stores the segments in order; one result per segment."""
+        if not principal.is_service:
+            raise permission_denied("only services may report transcripts", "SERVICE_ONLY")
+        valid = validate_segments(conversation_id, segments)
+        if conversation_id not in self._known:
+            await self._conversations.load(conversation_id)
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()
+            self._known.add(conversation_id)
+        results = [await self._apply(principal, conversation_id, i, s) for i, s in enumerate(valid)]
+        log.info(
+            "transcript reported",
+            conversation_id=conversation_id,
+            segments=len(results),
+            created=sum(r.created for r in results),
+        )
+        return results
+
+    async def _apply(
+        self, principal: Principal, conversation_id: str, index: int, segment: _Segment
+    ) -> SegmentResult:
+        doc = await self._messages.find_by(conversation_id, "segment_id", segment.segment_id)
+        if doc is None:
+
+            def build(seq: int) -> Document:
+                now = now_us()
+                return {
+                    "_id": uuid.uuid4().hex,
+                    "conversation_id": conversation_id,
+                    "seq": seq,
+                    "revision": 1,
+                    "role": segment.role.value,
+                    "source": Source.TRANSCRIPT.value,
+                    "segment_id": segment.segment_id,
+                    "sender_id": principal.subject,
+                    "create_time": now,
+                    "update_time": now,
+                    **segment.fields,
+                }
+
+            doc, created = await self._messages.append(
+                conversation_id, build, ("segment_id", segment.segment_id)
+            )
+            if created:
+                return SegmentResult(segment.segment_id, int(doc["seq"]), 1, True)
+            # A concurrent report of the same segment inserted it first: update that message.
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            current = message_from_doc(doc)
+            if current.role is not segment.role:
+                raise invalid_argument(
+                    [FieldViolation(f"segments[{index}].role", "differs from the segment's first report")]
+                )
+            if _unchanged(current, segment) or (current.final and not segment.fields["final"]):
+                return SegmentResult(segment.segment_id, current.seq, current.revision, False)
+            with store_errors():
+                result = await self._c.messages.update_one(
+                    {"_id": current.message_id, "revision": current.revision},
+                    {"$set": {**segment.fields, "update_time": now_us()}, "$inc": {"revision": 1}},
+                )
+            if result.modified_count:
+                return SegmentResult(segment.segment_id, current.seq, current.revision + 1, False)
+            refreshed = await self._messages.find_by(conversation_id, "segment_id", segment.segment_id)
+            if refreshed is None:  # messages are never deleted; only a broken store gets here
+                raise RuntimeError("segment vanished during update")
+            doc = refreshed
+        raise DomainError(
+            ErrorKind.UNAVAILABLE, "SEGMENT_CONTENTION", "the segment is being updated concurrently"
+        )
+
+
+def _unchanged(current: Message, segment: _Segment) -> bool:
+    stored = {
+        "text": current.text,
+        "final": current.final,
+        "interrupted": current.interrupted,
+        "start_time": current.start_time_us,
+        "end_time": current.end_time_us,
+        "language": current.language,
+        "confidence": current.confidence,
+        "metrics": metrics_to_doc(current.metrics),
+    }
+    return stored == segment.fields

@@ -1,0 +1,214 @@
+"""WatchConversation and WatchConversations as async generators of domain events.
+
+A conversation watcher delivers a message only if its revision is greater than the one already
+delivered for that seq, so replays (initial, and after every RESYNC) never duplicate and the
+subscription taken before the first read guarantees nothing falls in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pymongo import ASCENDING
+
+from chat_svc.changefeed import Change, ChangeFeed, Signal, Subscription
+from chat_svc.conversations import Conversations
+from chat_svc.records import Conversation, Message, Status
+from chat_svc.store import Collections, conversation_from_doc, message_from_doc, store_errors
+from chat_svc.validation import check_id
+from servicekit.auth import Principal
+from servicekit.errors import DomainError, ErrorKind, Violations
+
+log = structlog.get_logger("chat_svc.watch")
+
+MESSAGES_FEED = "messages"
+CONVERSATIONS_FEED = "conversations"
+
+
+def message_keys(doc: dict[str, Any]) -> list[str]:
+    return [str(doc.get("conversation_id", ""))]
+
+
+def conversation_keys(doc: dict[str, Any]) -> list[str]:
+    return [f"conversation:{doc.get('_id')}", f"user:{doc.get('user_id')}"]
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing happened for a while."""
+
+
+@dataclass(frozen=True)
+class MessageChanged:
+    message: Message
+
+
+@dataclass(frozen=True)
+class ConversationCreated:
+    conversation: Conversation
+
+
+@dataclass(frozen=True)
+class ConversationEnded:
+    conversation: Conversation
+
+
+ConversationEvent = MessageChanged | ConversationEnded | KeepAlive
+UserEvent = ConversationCreated | ConversationEnded | KeepAlive
+
+
+@dataclass
+class _Delivered:
+    """What one watcher has sent: the revision per seq, the highest seq, the seqs still interim."""
+
+    high: int
+    revisions: dict[int, int] = field(default_factory=dict)
+    interim: set[int] = field(default_factory=set)
+
+    def accept(self, message: Message) -> bool:
+        if self.revisions.get(message.seq, 0) >= message.revision:
+            return False
+        self.revisions[message.seq] = message.revision
+        self.high = max(self.high, message.seq)
+        if message.final:
+            self.interim.discard(message.seq)
+        else:
+            self.interim.add(message.seq)
+        return True
+
+    def resync_query(self, conversation_id: str) -> dict[str, Any]:
+        alternatives: list[dict[str, Any]] = [{"seq": {"$gt": self.high}}]
+        if self.interim:
+            alternatives.append({"seq": {"$in": sorted(self.interim)}})
+        return {"conversation_id": conversation_id, "$or": alternatives}
+
+
+class Watchers:
+    """Serves watch streams from the two change feeds."""
+
+    def __init__(
+        self,
+        collections: Collections,
+        conversations: Conversations,
+        messages_feed: ChangeFeed,
+        conversations_feed: ChangeFeed,
+        keepalive_seconds: float,
+        store_timeout_seconds: float,
+    ) -> None:
+        self._c = collections
+        self._conversations = conversations
+        self._messages_feed = messages_feed
+        self._conversations_feed = conversations_feed
+        self._keepalive = keepalive_seconds
+        self._store_timeout = store_timeout_seconds
+
+    async def conversation(
+        self, principal: Principal, conversation_id: str, after_seq: int
+    ) -> AsyncIterator[ConversationEvent]:
+        """Stored messages after `after_seq` (and interim ones at or below it), then live changes."""
+        violations = Violations()
+        check_id(violations, "conversation_id", conversation_id)
+        if after_seq < 0:
+            violations.add("after_seq", "must not be negative")
+        violations.raise_if_any()
+        await self._conversations.authorize(principal, conversation_id)
+        subscription = Subscription()
+        conversation_key = f"conversation:{conversation_id}"
+        self._messages_feed.subscribe(conversation_id, subscription)
+        self._conversations_feed.subscribe(conversation_key, subscription)
+        try:
+            await self._messages_feed.wait_open(self._store_timeout)
+            await self._conversations_feed.wait_open(self._store_timeout)
+            delivered = _Delivered(high=after_seq)
+            initial = {
+                "conversation_id": conversation_id,
+                "$or": [{"seq": {"$gt": after_seq}}, {"final": False}],
+            }
+            for message in await self._replay(initial):
+                if delivered.accept(message):
+                    yield MessageChanged(message)
+            ended = await self._ended(conversation_id)
+            if ended is not None:
+                yield ConversationEnded(ended)
+                return
+            while True:
+                item = await subscription.get(self._keepalive)
+                if item is None:
+                    yield KeepAlive()
+                elif item is Signal.CLOSED:
+                    return
+                elif item is Signal.RESYNC:
+                    for message in await self._replay(delivered.resync_query(conversation_id)):
+                        if delivered.accept(message):
+                            yield MessageChanged(message)
+                    ended = await self._ended(conversation_id)
+                    if ended is not None:
+                        yield ConversationEnded(ended)
+                        return
+                elif isinstance(item, Change) and item.feed == MESSAGES_FEED:
+                    message = message_from_doc(item.document)
+                    if delivered.accept(message):
+                        yield MessageChanged(message)
+                elif isinstance(item, Change) and item.document.get("status") == Status.ENDED.value:
+                    yield ConversationEnded(
+                        await self._conversations.with_last_seq(conversation_from_doc(item.document))
+                    )
+                    return
+        finally:
+            self._messages_feed.unsubscribe(conversation_id, subscription)
+            self._conversations_feed.unsubscribe(conversation_key, subscription)
+
+    async def user(self, principal: Principal) -> AsyncIterator[UserEvent]:
+        """The caller's conversations as they are created and ended, with keep-alives."""
+        subscription = Subscription()
+        key = f"user:{principal.subject}"
+        self._conversations_feed.subscribe(key, subscription)
+        ended_sent: set[str] = set()
+        try:
+            await self._conversations_feed.wait_open(self._store_timeout)
+            while True:
+                item = await subscription.get(self._keepalive)
+                if item is None:
+                    yield KeepAlive()
+                elif item is Signal.CLOSED:
+                    return
+                elif isinstance(item, Change):
+                    conversation = conversation_from_doc(item.document)
+                    if item.operation == "insert":
+                        yield ConversationCreated(conversation)
+                    if conversation.status is Status.ENDED and conversation.conversation_id not in ended_sent:
+                        ended_sent.add(conversation.conversation_id)
+                        yield ConversationEnded(conversation)
+                # RESYNC: this stream promises events "as they happen", not a replay; nothing to do.
+        finally:
+            self._conversations_feed.unsubscribe(key, subscription)
+
+    async def _replay(self, query: dict[str, Any]) -> list[Message]:
+        """Reads stored messages in seq order, retrying while the store is briefly away.
+
+        Retrying is safe: the subscription already collects everything written meanwhile.
+        """
+        deadline = time.monotonic() + max(self._store_timeout * 3, 10.0)
+        delay = 0.1
+        while True:
+            try:
+                with store_errors():
+                    docs = await self._c.messages.find(query).sort("seq", ASCENDING).to_list()
+                return [message_from_doc(d) for d in docs]
+            except DomainError as exc:
+                if exc.kind is not ErrorKind.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                log.info("replay waiting for the store", reason=exc.reason)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _ended(self, conversation_id: str) -> Conversation | None:
+        conversation = await self._conversations.load(conversation_id)
+        if conversation.status is not Status.ENDED:
+            return None
+        return await self._conversations.with_last_seq(conversation)

@@ -1,0 +1,91 @@
+"""`python -m devrun` (= `make run`) runs the mesh; `python -m devrun token --user alice` prints a dev JWT.
+
+Also `python -m devrun envoy-config --out FILE` renders the Envoy bootstrap from the environment
+(`AGENT_SVC_ADDRESS`, `CHAT_SVC_ADDRESS`, `ENVOY_*`, `CORS_ALLOWED_ORIGINS`) for running Envoy elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from devrun.settings import RunSettings
+from servicekit import auth
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOKEN_TTL_SECONDS = 30 * 24 * 3600
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m devrun", description="Run the Syntera mesh locally.")
+    commands = parser.add_subparsers(dest="command")
+    token = commands.add_parser(
+        "token", help="print a user JWT signed with SYNTERA_JWT_SECRET (or the dev one)"
+    )
+    token.add_argument("--user", required=True, help="user id (the JWT subject), e.g. alice")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    config = commands.add_parser("envoy-config", help="render the Envoy bootstrap from the environment")
+    config.add_argument("--out", type=Path, required=True, help="file to write (must end in .json)")
+    config.add_argument("--listen-host", default=None, help="listener address (default ENVOY_HOST)")
+    return parser
+
+
+def _token(user: str, ttl: int) -> int:
+    if not _ID.match(user):
+        print("error: --user must match ^[A-Za-z0-9_-]{1,64}$", file=sys.stderr)
+        return 2
+    if not 0 < ttl <= MAX_TOKEN_TTL_SECONDS:
+        print(f"error: --ttl must be between 1 and {MAX_TOKEN_TTL_SECONDS} seconds", file=sys.stderr)
+        return 2
+    settings = RunSettings()
+    print(auth.mint(settings.effective_jwt_secret, user, ttl_seconds=ttl))
+    return 0
+
+
+def _envoy_config(out: Path, listen_host: str | None) -> int:
+    from devrun.envoy_config import EdgeConfig, write_bootstrap
+
+    settings = RunSettings()
+    agent = os.environ.get("AGENT_SVC_ADDRESS", f"{settings.agent_host}:{settings.agent_port}")
+    chat = os.environ.get("CHAT_SVC_ADDRESS", f"{settings.chat_host}:{settings.chat_port}")
+    try:
+        write_bootstrap(
+            EdgeConfig(
+                listen_host=listen_host or settings.envoy_host,
+                listen_port=settings.envoy_port,
+                admin_port=settings.envoy_admin_port,
+                agent_address=agent,
+                chat_address=chat,
+                cors_allowed_origins=settings.origins,
+            ),
+            out,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args.user, args.ttl)
+    if args.command == "envoy-config":
+        return _envoy_config(args.out, args.listen_host)
+    from devrun.run import run  # imports grpc; keep `token` fast
+    from devrun.webpage import serve_for_run
+
+    settings = RunSettings()
+    # The browser needs an address it can reach: a wildcard listener is reached on loopback.
+    edge_host = "127.0.0.1" if settings.envoy_host in ("0.0.0.0", "::", "") else settings.envoy_host  # noqa: S104
+    edge_url = f"http://{edge_host}:{settings.envoy_port}"
+    with serve_for_run(edge_url, settings.origins, Path(settings.run_dir) / "logs" / "web.log"):
+        return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""What `make run` prints once everything is ready: endpoints, a dev token, copy-paste examples."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from devrun.settings import LIVEKIT_DEV_API_KEY, LIVEKIT_DEV_URL, RunSettings
+from servicekit import auth
+
+DEV_USER = "alice"
+# Long enough for an afternoon of trying things; `python -m devrun token` mints more.
+BANNER_TOKEN_TTL_SECONDS = 12 * 3600
+
+
+def grpcurl_path() -> str:
+    """grpcurl from the PyPI wheel in this virtualenv (falls back to the name on PATH)."""
+    local = Path(sys.executable).parent / "grpcurl"
+    return str(local) if local.exists() else "grpcurl"
+
+
+def livekit_notice(settings: RunSettings) -> str:
+    """The loud dev-mode note when no LiveKit is configured; empty otherwise."""
+    if settings.livekit_configured or not settings.effective_dev_mode:
+        return ""
+    bar = "!" * 78
+    return "\n".join(
+        [
+            bar,
+            "!! LiveKit is NOT configured (no LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET).",
+            f"!! Dev mode: tokens are minted for the LiveKit dev-server defaults: {LIVEKIT_DEV_URL},",
+            f"!! API key '{LIVEKIT_DEV_API_KEY}' and its well-known dev secret.",
+            "!! Token calls work now; room calls (create room, participants, joining) need a LiveKit",
+            "!! server there: `livekit-server --dev`. Set LIVEKIT_* (see .env.example) for a real one.",
+            bar,
+        ]
+    )
+
+
+def render_banner(settings: RunSettings, *, with_chat: bool, token: str) -> str:
+    """The whole text printed after start-up (pure: the tests read it)."""
+    edge = f"http://{_client_host(settings.envoy_host)}:{settings.envoy_port}"
+    agent = f"{_client_host(settings.agent_host)}:{settings.agent_port}"
+    chat = f"{_client_host(settings.chat_host)}:{settings.chat_port}"
+    grpcurl = grpcurl_path()
+    # Double-quoted so the shell expands $CID inside the JSON.
+    token_body = (
+        '"{\\"conversationId\\":\\"$CID\\",\\"userId\\":\\"' + DEV_USER + '\\",\\"agentId\\":\\"default\\"}"'
+    )
+    lines = [
+        "",
+        "The Syntera mesh is running. Ctrl-C stops everything.",
+        "",
+        "Endpoints",
+        f"  Envoy (REST/JSON, gRPC-web, gRPC)  {edge}",
+        f"  agent_svc (gRPC, reflection)       {agent}",
+    ]
+    if with_chat:
+        lines.append(f"  chat_svc (gRPC, reflection)        {chat}")
+    else:
+        lines.append("  chat_svc                           not present yet (no chat_svc package)")
+    if not settings.mongodb_uri:
+        lines.append(f"  store (MongoDB wire protocol)      mongodb://127.0.0.1:{settings.mongodb_port}")
+    lines.append(f"  Envoy admin (localhost only)       http://127.0.0.1:{settings.envoy_admin_port}")
+    lines += [
+        "",
+        f"Dev user token for '{DEV_USER}' (12 h; more with `python -m devrun token --user NAME`):",
+        f"  export TOKEN={token}",
+        "",
+    ]
+    if with_chat:
+        lines += [
+            "Start a voice conversation (chat_svc checks that a conversation is yours) and keep its id:",
+            f"  CID=$(curl -sS -X POST {edge}/v1/conversations \\",
+            '    -H "authorization: Bearer $TOKEN" -H "content-type: application/json" \\',
+            '    -d \'{"agentId":"default","channel":"CHANNEL_VOICE"}\' \\',
+            "    | python3 -c 'import json,sys; "
+            'print(json.load(sys.stdin)["conversation"]["conversationId"])\')',
+        ]
+    else:
+        lines += [
+            "Pick a conversation id (without chat_svc, dev mode does not check ownership):",
+            "  CID=demo-1",
+        ]
+    lines += [
+        "",
+        "Get a LiveKit join token through Envoy (the REST path):",
+        f"  curl -sS -X POST {edge}/api/livekit/token \\",
+        '    -H "authorization: Bearer $TOKEN" -H "content-type: application/json" \\',
+        f"    -d {token_body}",
+        "",
+        "Create the room / list its participants (these call the LiveKit server):",
+        f'  curl -sS -X POST {edge}/api/livekit/room/create -H "authorization: Bearer $TOKEN" \\',
+        '    -H "content-type: application/json" -d "{\\"conversationId\\":\\"$CID\\"}"',
+        f'  curl -sS {edge}/api/livekit/room/$CID/participants -H "authorization: Bearer $TOKEN"',
+        "",
+        "grpcurl (reflection, no proto files needed):",
+        f"  {grpcurl} -plaintext {agent} list",
+        f"  {grpcurl} -plaintext {agent} describe syntera.livekit.v1.LiveKitService",
+        f'  {grpcurl} -plaintext -H "authorization: Bearer $TOKEN" \\',
+        f"    -d {token_body} \\",
+        f"    {agent} syntera.livekit.v1.LiveKitService/GenerateToken",
+    ]
+    if with_chat:
+        lines += [
+            "",
+            "Watch the conversation as newline-delimited JSON while sending it a message:",
+            f'  curl -N {edge}/v1/conversations/$CID:watch -H "authorization: Bearer $TOKEN" &',
+            f'  curl -sS -X POST {edge}/v1/conversations/$CID/messages -H "authorization: Bearer $TOKEN" \\',
+            '    -H "content-type: application/json" -d \'{"text":"hello"}\'',
+        ]
+    notice = livekit_notice(settings)
+    if notice:
+        lines += ["", notice]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def print_banner(settings: RunSettings, *, with_chat: bool) -> None:
+    token = auth.mint(settings.effective_jwt_secret, DEV_USER, ttl_seconds=BANNER_TOKEN_TTL_SECONDS)
+    print(render_banner(settings, with_chat=with_chat, token=token), flush=True)
+
+
+def _client_host(host: str) -> str:
+    # A wildcard bind is reachable on loopback; print an address a client can use.
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound

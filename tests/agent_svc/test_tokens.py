@@ -1,0 +1,110 @@
+"""Token claims, checked with livekit-api's own TokenVerifier, for each participant kind."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from livekit.api import TokenVerifier
+
+from agent_svc.model import CallMedia, ParticipantKind
+from agent_svc.tokens import TokenMinter, TokenPolicy, TokenSpec
+from servicekit.errors import Violations
+from tests.agent_svc.support import LIVEKIT_KEY, LIVEKIT_SECRET
+
+pytestmark = pytest.mark.unit
+
+POLICY = TokenPolicy(
+    url="wss://lk.example.com",
+    api_key=LIVEKIT_KEY,
+    api_secret=LIVEKIT_SECRET,
+    agent_name="syntera-voice",
+    default_ttl_seconds=3600,
+    min_ttl_seconds=60,
+    max_ttl_seconds=86400,
+    empty_timeout_seconds=120,
+    max_participants=3,
+)
+
+
+def _spec(kind: ParticipantKind, media: CallMedia, identity: str, ttl: float | None = None) -> TokenSpec:
+    return TokenSpec(
+        conversation_id="c1",
+        agent_id="a1",
+        kind=kind,
+        media=media,
+        identity=identity,
+        display_name="",
+        ttl_seconds=ttl,
+    )
+
+
+def test_voice_user_publishes_microphone_only_and_carries_dispatch() -> None:
+    minted = TokenMinter(POLICY).mint(_spec(ParticipantKind.USER, CallMedia.VOICE, "alice"))
+    claims = TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(minted.token)
+    assert claims.identity == "alice"
+    assert claims.name == "alice"
+    assert claims.kind == "standard"
+    assert claims.video is not None
+    assert claims.video.room == "conversation:c1"
+    assert claims.video.room_join is True
+    assert claims.video.can_publish_sources == ["microphone"]
+    assert claims.video.can_subscribe is True
+    config = claims.room_config
+    assert config is not None
+    assert config.name == "conversation:c1"
+    assert (config.empty_timeout, config.max_participants) == (120, 3)
+    assert [a.agent_name for a in config.agents] == ["syntera-voice"]
+    assert json.loads(config.agents[0].metadata) == {"conversationId": "c1", "agentId": "a1"}
+    assert minted.agent_name == "syntera-voice"
+    assert minted.room_name == "conversation:c1"
+    assert minted.url == POLICY.url
+
+
+def test_video_user_publishes_camera_and_screen_share() -> None:
+    minted = TokenMinter(POLICY).mint(_spec(ParticipantKind.USER, CallMedia.VIDEO, "bob"))
+    claims = TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(minted.token)
+    assert claims.video is not None
+    assert claims.video.can_publish_sources == ["microphone", "camera", "screen_share", "screen_share_audio"]
+    assert claims.video.can_subscribe is True
+
+
+def test_agent_token_is_marked_agent_and_publishes_audio() -> None:
+    minted = TokenMinter(POLICY).mint(_spec(ParticipantKind.AGENT, CallMedia.VOICE, "agent-a1"))
+    claims = TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(minted.token)
+    assert claims.kind == "agent"
+    assert claims.identity == "agent-a1"
+    assert claims.video is not None
+    assert claims.video.can_publish_sources == ["microphone"]
+    assert claims.video.can_subscribe is True
+    # The agent does not dispatch itself.
+    assert claims.room_config is not None
+    assert list(claims.room_config.agents) == []
+    assert minted.agent_name == ""
+
+
+def test_ttl_default_and_explicit() -> None:
+    minter = TokenMinter(POLICY)
+    now = time.time()
+    default = minter.mint(_spec(ParticipantKind.USER, CallMedia.VOICE, "alice"))
+    assert abs(default.expire_time.timestamp() - (now + 3600)) <= 2
+    short = minter.mint(_spec(ParticipantKind.USER, CallMedia.VOICE, "alice", ttl=120))
+    assert abs(short.expire_time.timestamp() - (now + 120)) <= 2
+
+
+@pytest.mark.parametrize(("ttl", "ok"), [(59, False), (60, True), (86400, True), (86401, False), (-5, False)])
+def test_ttl_bounds(ttl: float, ok: bool) -> None:
+    violations = Violations()
+    TokenMinter(POLICY).check_ttl(violations, "ttl", ttl)
+    assert bool(violations) is not ok
+
+
+def test_token_signed_with_other_secret_does_not_verify() -> None:
+    minted = TokenMinter(POLICY).mint(_spec(ParticipantKind.USER, CallMedia.VOICE, "alice"))
+    with pytest.raises(Exception, match="Signature"):
+        TokenVerifier(LIVEKIT_KEY, "another-secret-that-is-long-enough-0123456789").verify(minted.token)
+
+
+def test_policy_repr_hides_secret() -> None:
+    assert LIVEKIT_SECRET not in repr(POLICY)

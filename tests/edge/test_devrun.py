@@ -1,0 +1,262 @@
+"""`make run` (python -m devrun): the token command, port checks, the banner, and a full run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from jwt.warnings import InsecureKeyLengthWarning
+from livekit import api
+
+from devrun.banner import render_banner
+from devrun.ports import free_port
+from devrun.run import PortTaken, check_ports, plan_ports
+from devrun.settings import RunSettings
+from servicekit import auth
+from servicekit.settings import DEV_JWT_SECRET
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_LINE = "The Syntera mesh is running"
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any of the mesh's variables, plus `extra`."""
+    prefixes = ("SYNTERA_", "LIVEKIT_", "MONGODB_", "AGENT_SVC_", "CHAT_SVC_", "ENVOY_", "CORS_", "RUN_DIR")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(extra)
+    return env
+
+
+def _devrun(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devrun", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.unit
+def test_token_command_uses_the_dev_secret_by_default(tmp_path: Path) -> None:
+    result = _devrun("token", "--user", "alice", "--ttl", "120", env=_clean_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    principal = auth.verify(result.stdout.strip(), DEV_JWT_SECRET)
+    assert principal.subject == "alice"
+    assert principal.is_service is False
+
+
+@pytest.mark.unit
+def test_token_command_uses_the_configured_secret(tmp_path: Path) -> None:
+    secret = "a-configured-secret-of-at-least-32-characters"
+    result = _devrun("token", "--user", "bob", env=_clean_env(SYNTERA_JWT_SECRET=secret), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert auth.verify(result.stdout.strip(), secret).subject == "bob"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("args", [("--user", "not valid!"), ("--user", "alice", "--ttl", "0")])
+def test_token_command_refuses_bad_input(args: tuple[str, ...], tmp_path: Path) -> None:
+    result = _devrun("token", *args, env=_clean_env(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+
+
+@pytest.mark.unit
+def test_a_taken_port_is_reported_with_its_variable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        settings = RunSettings.model_validate({"ENVOY_PORT": taken, "AGENT_SVC_PORT": free_port()})
+        with pytest.raises(PortTaken, match=rf"127\.0\.0\.1:{taken} is in use \(set ENVOY_PORT"):
+            check_ports(plan_ports(settings, with_store=True, with_chat=True))
+
+
+@pytest.mark.unit
+def test_dev_mode_unless_configured_otherwise() -> None:
+    assert RunSettings.model_validate({}).effective_dev_mode is True
+    assert RunSettings.model_validate({"SYNTERA_JWT_SECRET": "x" * 40}).effective_dev_mode is False
+    assert RunSettings.model_validate({"SYNTERA_DEV_MODE": "false"}).effective_dev_mode is False
+
+
+@pytest.mark.unit
+def test_banner_says_loudly_when_livekit_is_not_configured() -> None:
+    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="TOKEN123")
+    assert "export TOKEN=TOKEN123" in text
+    assert "ws://localhost:7880" in text
+    assert "LiveKit is NOT configured" in text
+    assert "grpcurl -plaintext 127.0.0.1:50051 list" in text
+    configured = RunSettings.model_validate(
+        {"LIVEKIT_URL": "wss://lk.example", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"}
+    )
+    assert "LiveKit is NOT configured" not in render_banner(configured, with_chat=True, token="T")
+
+
+# --- the real thing ---------------------------------------------------------------------------------
+
+
+class DevRun:
+    """`python -m devrun` as a user starts it, reading its output."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "devrun"],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+
+    def wait_ready(self, timeout: float = 120.0) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("!!!") and any(READY_LINE in seen for seen in self.output):
+                # The banner ends with the LiveKit notice in dev mode; read to its closing bar.
+                if sum(seen.startswith("!!!") for seen in self.output) == 2:
+                    return "".join(self.output)
+        raise AssertionError("make run did not become ready:\n" + "".join(self.output))
+
+    def children(self) -> list[int]:
+        """Pids whose parent is the runner (the store, services and Envoy)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def interrupt(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        rest, _ = self.proc.communicate(timeout=60)
+        return rest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _blocks(banner: str) -> dict[str, str]:
+    """Copy-paste commands of the banner by their first word(s), continuation lines joined."""
+    blocks: dict[str, str] = {}
+    lines = banner.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("  ") and not line.startswith("   "):
+            block = [line.strip()]
+            while lines[i].endswith("\\") and i + 1 < len(lines):
+                i += 1
+                block.append(lines[i].strip())
+            text = "\n".join(block)
+            blocks.setdefault(_block_key(text), text)
+        i += 1
+    return blocks
+
+
+def _block_key(text: str) -> str:
+    first = text.split("\n", 1)[0]
+    match = re.match(r"(export TOKEN|CID=|curl -sS -X POST \S+|curl -sS \S+|\S*grpcurl -plaintext -H)", first)
+    return match.group(1) if match else first
+
+
+def _bash(script: str, cwd: Path) -> str:
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+    assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> dict[str, str]:
+    return _clean_env(
+        RUN_DIR=str(tmp_path / "run"),
+        MONGODB_PORT=str(free_port()),
+        AGENT_SVC_PORT=str(free_port()),
+        CHAT_SVC_PORT=str(free_port()),
+        ENVOY_PORT=str(free_port()),
+        ENVOY_ADMIN_PORT=str(free_port()),
+        LOG_LEVEL="WARNING",
+    )
+
+
+@pytest.mark.mesh
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
+    first = DevRun(run_env, tmp_path)
+    try:
+        banner = first.wait_ready()
+        blocks = _blocks(banner)
+        envoy = f"http://127.0.0.1:{run_env['ENVOY_PORT']}"
+        assert envoy in banner
+        assert "LiveKit is NOT configured" in banner
+        token_call = next(v for k, v in blocks.items() if k == f"curl -sS -X POST {envoy}/api/livekit/token")
+        grpcurl_call = next(v for k, v in blocks.items() if k.endswith("grpcurl -plaintext -H"))
+        # The printed commands, run as a user pastes them.
+        script = "\n".join(
+            [blocks["export TOKEN"], blocks["CID="], "echo $CID", token_call, "echo", grpcurl_call]
+        )
+        out = _bash(script, tmp_path).splitlines()
+        conversation_id = out[0]
+        over_rest = json.loads(out[1])
+        over_grpc = json.loads("\n".join(out[2:]))
+        verifier = api.TokenVerifier("devkey", "secret")  # the LiveKit dev-server defaults
+        for reply in (over_rest, over_grpc):
+            with warnings.catch_warnings():
+                # The dev server's well-known secret is short by design.
+                warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+                claims = verifier.verify(reply["token"])
+            assert claims.identity == "alice"
+            assert claims.video is not None
+            assert claims.video.room == f"conversation:{conversation_id}"
+        children = first.children()
+        assert len(children) == 4, children  # store, agent_svc, chat_svc, envoy
+    finally:
+        rest = first.interrupt()
+    assert first.proc.returncode == 0, rest
+    assert "stopped: envoy, chat_svc, agent_svc, store" in rest
+    assert [pid for pid in children if _alive(pid)] == []
+
+    # The store keeps its data across restarts: the conversation is still there.
+    second = DevRun(run_env, tmp_path)
+    try:
+        banner = second.wait_ready()
+        token = _blocks(banner)["export TOKEN"]
+        get = f'curl -sS -f {envoy}/v1/conversations/{conversation_id} -H "authorization: Bearer $TOKEN"'
+        got = _bash(f"{token}\n{get}", tmp_path)
+        assert json.loads(got)["conversation"]["conversationId"] == conversation_id
+        children = second.children()
+    finally:
+        second.interrupt()
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+@pytest.mark.mesh
+def test_make_run_refuses_a_taken_port(run_env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", int(run_env["ENVOY_PORT"])))
+        sock.listen()
+        result = _devrun(env=run_env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "set ENVOY_PORT" in result.stderr

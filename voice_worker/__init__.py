@@ -1,0 +1,1 @@
+"""Voice worker: the LiveKit Agents worker that talks in calls, and a WAV simulator of it."""

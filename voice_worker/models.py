@@ -1,0 +1,74 @@
+"""Which model names each provider family accepts.
+
+Cloud names come from the LiveKit Inference type definitions of the pinned livekit-agents, so a
+typo is refused at start-up instead of failing the first call.
+"""
+
+from __future__ import annotations
+
+import typing
+from functools import cache
+from typing import Literal
+
+ModelKind = Literal["stt", "llm", "tts"]
+
+OFFLINE_STT_MODEL = "whisper-tiny.en"
+OFFLINE_TTS_MODEL = "espeak-ng"
+# Not a language model: a fixed-rule responder built from the agent profile.
+PROFILE_RESPONDER = "profile-responder"
+
+OFFLINE_MODELS: dict[ModelKind, frozenset[str]] = {
+    "stt": frozenset({OFFLINE_STT_MODEL}),
+    "llm": frozenset({PROFILE_RESPONDER}),
+    "tts": frozenset({OFFLINE_TTS_MODEL}),
+}
+
+
+def _literal_values(tp: object) -> list[str]:
+    values: list[str] = []
+    for arg in typing.get_args(tp):
+        if isinstance(arg, str):
+            values.append(arg)
+        else:
+            values.extend(_literal_values(arg))
+    return values
+
+
+@cache
+def cloud_models(kind: ModelKind) -> frozenset[str]:
+    """The LiveKit Inference model names of `kind` known to the pinned livekit-agents."""
+    from livekit.agents.inference import llm, stt, tts
+
+    source = {"stt": stt.STTModels, "llm": llm.LLMModels, "tts": tts.TTSModels}[kind]
+    return frozenset(_literal_values(source))
+
+
+def check_cloud_model(kind: ModelKind, name: str) -> str:
+    """Returns why `name` is not a usable cloud model of `kind`, or "" when it is.
+
+    A TTS name may carry a voice after a colon (`cartesia/sonic-2:<voice id>`).
+    """
+    base = name.split(":", 1)[0] if kind == "tts" else name
+    known = cloud_models(kind)
+    if base in known:
+        return ""
+    examples = ", ".join(sorted(known)[:5])
+    return f"unknown LiveKit Inference {kind} model {name!r} (known ones include {examples})"
+
+
+def check_offline_model(kind: ModelKind, name: str, llm_model: str = "") -> str:
+    """Returns why `name` is not a usable offline model of `kind`, or "" when it is.
+
+    Args:
+        kind: stt, llm or tts.
+        name: The model a profile asks for; empty means the default.
+        llm_model: The model served at LLM_BASE_URL, which is accepted for `llm` too.
+    """
+    if not name:
+        return ""
+    allowed = set(OFFLINE_MODELS[kind])
+    if kind == "llm" and llm_model:
+        allowed.add(llm_model)
+    if name in allowed:
+        return ""
+    return f"unknown offline {kind} model {name!r} (offline choices: {', '.join(sorted(allowed))})"

@@ -1,0 +1,134 @@
+"""Speech and language providers for one session: LiveKit Inference (cloud) or local (offline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal
+
+from livekit.agents import llm, stt, tts, vad
+
+from voice_worker.models import (
+    OFFLINE_STT_MODEL,
+    OFFLINE_TTS_MODEL,
+    PROFILE_RESPONDER,
+    check_cloud_model,
+    check_offline_model,
+)
+from voice_worker.profile import AgentProfile
+from voice_worker.settings import VoiceWorkerSettings
+
+Mode = Literal["cloud", "offline"]
+
+
+class ProviderChoiceError(ValueError):
+    """A profile asks for providers or models this worker cannot run."""
+
+
+@dataclass
+class Providers:
+    """The four components of a session, and how they are labelled in logs and metrics."""
+
+    mode: Mode
+    stt: stt.STT
+    llm: llm.LLM
+    tts: tts.TTS
+    vad: vad.VAD
+    stt_model: str
+    llm_model: str
+    tts_model: str
+
+
+@cache
+def shared_vad() -> vad.VAD:
+    """Silero VAD (its ONNX model ships in the wheel), loaded once per process."""
+    from livekit.plugins import silero
+
+    return silero.VAD.load()
+
+
+@cache
+def _shared_whisper(threads: int, beam_size: int) -> stt.STT:
+    # One model per process, shared by every session: it is the largest thing in memory.
+    from voice_worker.providers.whisper_stt import WhisperSTT
+
+    return WhisperSTT(cpu_threads=threads, beam_size=beam_size)
+
+
+def choose_mode(settings: VoiceWorkerSettings, profile: AgentProfile) -> Mode:
+    if profile.provider_mode == "cloud":
+        if not settings.has_cloud_credentials:
+            raise ProviderChoiceError(
+                f"agent {profile.agent_id!r} asks for cloud providers but LIVEKIT_URL, LIVEKIT_API_KEY "
+                "and LIVEKIT_API_SECRET are not all set"
+            )
+        return "cloud"
+    if profile.provider_mode == "offline":
+        return "offline"
+    return settings.default_mode
+
+
+def build_providers(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
+    """The providers for a session with `profile`; raises ProviderChoiceError for bad choices."""
+    mode = choose_mode(settings, profile)
+    if mode == "cloud":
+        return _cloud(settings, profile)
+    return _offline(settings, profile)
+
+
+def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
+    for kind, name in (("stt", profile.stt_model), ("llm", profile.llm_model), ("tts", profile.tts_model)):
+        problem = check_offline_model(kind, name, settings.llm_model if settings.llm_base_url else "")  # type: ignore[arg-type]
+        if problem:
+            raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
+    from voice_worker.providers.espeak_tts import EspeakTTS
+    from voice_worker.providers.responder_llm import ProfileResponderLLM
+
+    language_model: llm.LLM
+    if settings.llm_base_url and profile.llm_model != PROFILE_RESPONDER:
+        from livekit.plugins import openai
+
+        language_model = openai.LLM(
+            model=settings.llm_model,
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key or "not-needed",
+        )
+        llm_name = settings.llm_model
+    else:
+        language_model = ProfileResponderLLM(profile)
+        llm_name = PROFILE_RESPONDER
+    return Providers(
+        mode="offline",
+        stt=_shared_whisper(settings.whisper_threads, settings.whisper_beam_size),
+        llm=language_model,
+        tts=EspeakTTS(voice=profile.voice or settings.espeak_voice, speaking_rate=profile.speaking_rate),
+        vad=shared_vad(),
+        stt_model=OFFLINE_STT_MODEL,
+        llm_model=llm_name,
+        tts_model=OFFLINE_TTS_MODEL,
+    )
+
+
+def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
+    from livekit.agents import inference
+
+    stt_model = profile.stt_model or settings.cloud_stt_model
+    llm_model = profile.llm_model or settings.cloud_llm_model
+    tts_model = profile.tts_model or settings.cloud_tts_model
+    for kind, name in (("stt", stt_model), ("llm", llm_model), ("tts", tts_model)):
+        problem = check_cloud_model(kind, name)  # type: ignore[arg-type]
+        if problem:
+            raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
+    credentials = {"api_key": settings.livekit_api_key, "api_secret": settings.livekit_api_secret}
+    language = profile.language or "en"
+    tts_name, _, voice = tts_model.partition(":")
+    return Providers(
+        mode="cloud",
+        stt=inference.STT(model=stt_model, language=language, **credentials),  # type: ignore[arg-type]
+        llm=inference.LLM(model=llm_model, **credentials),  # type: ignore[arg-type]
+        tts=inference.TTS(model=tts_name, voice=voice or profile.voice or inference.tts.NOT_GIVEN, **credentials),  # type: ignore[arg-type]
+        vad=shared_vad(),
+        stt_model=stt_model,
+        llm_model=llm_model,
+        tts_model=tts_model,
+    )

@@ -1,0 +1,163 @@
+"""Sends what is in an outbox to chat_svc, retrying with backoff while chat_svc is unreachable.
+
+The sender never holds turns in memory only: it reads from the outbox, and deletes a row only
+after chat_svc acknowledged exactly that state of the segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from voice_worker.outbox import Outbox, Pending, orphaned
+from voice_worker.segments import Segment
+
+log = structlog.get_logger("voice_worker.sender")
+
+BATCH_LIMIT = 100  # ReportTranscript accepts 1 to 100 segments
+
+
+class SinkUnavailableError(Exception):
+    """The transcript sink could not take the batch now; the same batch may be retried."""
+
+
+class SinkRejectedError(Exception):
+    """The transcript sink refused the batch for good (e.g. the conversation does not exist)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TranscriptSink(Protocol):
+    """Where segments go: chat_svc's ReportTranscript in production, a fake in unit tests."""
+
+    async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None: ...
+
+
+class OutboxSender:
+    """Drains one outbox into a sink, oldest first, with capped exponential backoff."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sink: TranscriptSink,
+        *,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._outbox = outbox
+        self._sink = sink
+        self._initial = initial_backoff
+        self._max = max_backoff
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent_batches = 0
+        self.failed_attempts = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"outbox-sender:{self._outbox.path.name}")
+
+    def notify(self) -> None:
+        """Tells the sender new rows are waiting."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Waits until the outbox is empty, at most `timeout` seconds; True when it is."""
+        if self._outbox.pending_count() == 0:
+            return True
+        self.notify()
+        try:
+            async with asyncio.timeout(timeout):
+                while self._outbox.pending_count() > 0:
+                    await self._idle.wait()
+                    if self._outbox.pending_count() > 0:
+                        self._idle.clear()
+                        self._wake.set()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = self._initial
+        while True:
+            batch = self._outbox.peek(BATCH_LIMIT)
+            if not batch:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._send(batch)
+            except SinkUnavailableError:
+                self.failed_attempts += 1
+                log.warning(
+                    "transcript sink unavailable; will retry",
+                    pending=self._outbox.pending_count(),
+                    retry_in_seconds=round(backoff, 2),
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(self._max, backoff * 2)
+                continue
+            backoff = self._initial
+
+    async def _send(self, batch: list[Pending]) -> None:
+        conversation_id = batch[0].conversation_id
+        try:
+            await self._sink.report(conversation_id, [p.segment for p in batch])
+        except SinkRejectedError as exc:
+            log.error(
+                "transcript segments refused; kept aside",
+                conversation_id=conversation_id,
+                segments=len(batch),
+                reason=exc.reason,
+            )
+            self._outbox.bury(batch, exc.reason)
+            return
+        self._outbox.ack(batch)
+        self.sent_batches += 1
+        log.debug("transcript segments sent", conversation_id=conversation_id, segments=len(batch))
+
+
+async def drain_orphans(directory: Path, sink: TranscriptSink, *, initial_backoff: float, max_backoff: float,
+                        budget_seconds: float | None = None) -> int:
+    """Sends what earlier processes left in their outboxes; returns how many files were emptied.
+
+    Runs until each orphaned file is empty (or `budget_seconds` pass); files it could not empty
+    stay for the next start.
+    """
+
+    emptied = 0
+    loop = asyncio.get_running_loop()
+    deadline = None if budget_seconds is None else loop.time() + budget_seconds
+    for box in orphaned(directory):
+        left = box.pending_count()
+        log.info("sending turns left by an earlier worker", outbox=box.path.name, pending=left)
+        sender = OutboxSender(box, sink, initial_backoff=initial_backoff, max_backoff=max_backoff)
+        sender.start()
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            done = await sender.flush(remaining if remaining is not None else float("inf"))
+        finally:
+            await sender.aclose()
+            box.close()
+        emptied += int(done)
+        if deadline is not None and loop.time() >= deadline:
+            break
+    return emptied

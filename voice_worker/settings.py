@@ -1,0 +1,104 @@
+"""Voice worker settings, read once from the environment at start-up.
+
+The worker refuses to start with a message naming the bad setting: a malformed agent name, cloud
+providers chosen without LiveKit credentials, or a model name the chosen provider does not know.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from servicekit.settings import CommonSettings
+from voice_worker.models import check_cloud_model
+
+ProviderChoice = Literal["auto", "cloud", "offline"]
+
+# LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
+_AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class VoiceWorkerSettings(CommonSettings):
+    """Everything the worker and `simulate` need.
+
+    Attributes:
+        agent_name: The LiveKit agent name it registers under (dispatch targets it by name).
+        providers: `cloud` (LiveKit Inference), `offline` (local models) or `auto` (cloud when the
+            LiveKit credentials are set, offline otherwise). A profile may ask for one explicitly.
+        outbox_dir: Where unsent transcript turns are kept across restarts.
+    """
+
+    livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
+    livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
+    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    agent_name: str = Field(default="syntera-voice", validation_alias="LIVEKIT_AGENT_NAME")
+
+    chat_svc_address: str = Field(default="127.0.0.1:50052", validation_alias="CHAT_SVC_ADDRESS")
+    agent_svc_address: str = Field(default="127.0.0.1:50051", validation_alias="AGENT_SVC_ADDRESS")
+    rpc_timeout_seconds: float = Field(default=5.0, gt=0, le=60, validation_alias="VOICE_WORKER_RPC_TIMEOUT_SECONDS")
+
+    providers: ProviderChoice = Field(default="auto", validation_alias="VOICE_WORKER_PROVIDERS")
+    cloud_stt_model: str = Field(default="deepgram/nova-3", validation_alias="VOICE_WORKER_CLOUD_STT_MODEL")
+    cloud_llm_model: str = Field(default="openai/gpt-4.1-mini", validation_alias="VOICE_WORKER_CLOUD_LLM_MODEL")
+    cloud_tts_model: str = Field(default="cartesia/sonic-2", validation_alias="VOICE_WORKER_CLOUD_TTS_MODEL")
+
+    llm_base_url: str = Field(default="", validation_alias="LLM_BASE_URL")
+    llm_api_key: str = Field(default="", validation_alias="LLM_API_KEY", repr=False)
+    llm_model: str = Field(default="", validation_alias="LLM_MODEL")
+
+    espeak_voice: str = Field(default="en-us", validation_alias="VOICE_WORKER_ESPEAK_VOICE")
+    whisper_threads: int = Field(default=2, ge=1, le=16, validation_alias="VOICE_WORKER_WHISPER_THREADS")
+    whisper_beam_size: int = Field(default=1, ge=1, le=10, validation_alias="VOICE_WORKER_WHISPER_BEAM_SIZE")
+
+    outbox_dir: Path = Field(default=Path(".run/voice-outbox"), validation_alias="VOICE_WORKER_OUTBOX_DIR")
+    flush_timeout_seconds: float = Field(
+        default=10.0, ge=0, le=300, validation_alias="VOICE_WORKER_FLUSH_TIMEOUT_SECONDS"
+    )
+    retry_initial_seconds: float = Field(
+        default=0.2, gt=0, le=60, validation_alias="VOICE_WORKER_RETRY_INITIAL_SECONDS"
+    )
+    retry_max_seconds: float = Field(default=5.0, gt=0, le=600, validation_alias="VOICE_WORKER_RETRY_MAX_SECONDS")
+
+    @field_validator("agent_name")
+    @classmethod
+    def _agent_name_shape(cls, value: str) -> str:
+        if not _AGENT_NAME.match(value):
+            raise ValueError(
+                "LIVEKIT_AGENT_NAME must be 1 to 63 characters of a-z, 0-9, '-' or '_', "
+                f"starting with a letter or digit (got {value!r})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _providers_consistent(self) -> VoiceWorkerSettings:
+        if self.providers == "cloud" and not self.has_cloud_credentials:
+            raise ValueError(
+                "VOICE_WORKER_PROVIDERS=cloud needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
+                "(LiveKit Inference); set them or choose VOICE_WORKER_PROVIDERS=offline"
+            )
+        if self.default_mode == "cloud":
+            for kind, name, env in (
+                ("stt", self.cloud_stt_model, "VOICE_WORKER_CLOUD_STT_MODEL"),
+                ("llm", self.cloud_llm_model, "VOICE_WORKER_CLOUD_LLM_MODEL"),
+                ("tts", self.cloud_tts_model, "VOICE_WORKER_CLOUD_TTS_MODEL"),
+            ):
+                problem = check_cloud_model(kind, name)
+                if problem:
+                    raise ValueError(f"{env}: {problem}")
+        if self.llm_base_url and not self.llm_model:
+            raise ValueError("LLM_BASE_URL is set, so LLM_MODEL must name the model to use there")
+        return self
+
+    @property
+    def has_cloud_credentials(self) -> bool:
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
+
+    @property
+    def default_mode(self) -> Literal["cloud", "offline"]:
+        """The provider family used when a profile does not choose one."""
+        if self.providers == "auto":
+            return "cloud" if self.has_cloud_credentials else "offline"
+        return self.providers

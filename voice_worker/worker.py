@@ -1,0 +1,128 @@
+"""The LiveKit Agents worker: joins rooms it is dispatched to and runs a call there.
+
+Registered under an agent name, so LiveKit dispatches it only when a token or `DispatchAgent`
+names it (naming an agent turns automatic dispatch off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import structlog
+from livekit.agents import AgentServer, JobContext, JobProcess, cli
+from livekit.agents.voice import room_io
+
+from servicekit.client import ServiceCredentials
+from voice_worker.call import DispatchInfo, open_call
+from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
+from voice_worker.profile import DEFAULT_AGENT_ID
+from voice_worker.providers import ProviderChoiceError, shared_vad
+from voice_worker.sender import drain_orphans
+from voice_worker.settings import VoiceWorkerSettings
+
+log = structlog.get_logger("voice_worker.worker")
+
+# LiveKit gives a job's shutdown callbacks this long before killing the process.
+SHUTDOWN_PROCESS_TIMEOUT = 15.0
+
+
+class DispatchMetadataError(ValueError):
+    """The dispatch metadata does not say which conversation the call belongs to."""
+
+
+def parse_dispatch(metadata: str, room_name: str) -> DispatchInfo:
+    """Reads `{"conversationId", "agentId"}`; falls back to the room name `conversation:{id}`."""
+    data: dict[str, object] = {}
+    if metadata:
+        try:
+            parsed = json.loads(metadata)
+        except json.JSONDecodeError:
+            parsed = {}
+        if isinstance(parsed, dict):
+            data = parsed
+    conversation_id = data.get("conversationId")
+    if not isinstance(conversation_id, str) or not conversation_id:
+        prefix = "conversation:"
+        if room_name.startswith(prefix) and len(room_name) > len(prefix):
+            conversation_id = room_name[len(prefix) :]
+        else:
+            raise DispatchMetadataError("dispatch metadata has no conversationId and the room name has none")
+    agent_id = data.get("agentId")
+    return DispatchInfo(
+        conversation_id=conversation_id,
+        agent_id=agent_id if isinstance(agent_id, str) and agent_id else DEFAULT_AGENT_ID,
+    )
+
+
+def build_server(settings: VoiceWorkerSettings) -> AgentServer:
+    """The AgentServer with our job entry point registered under `settings.agent_name`."""
+    server = AgentServer(
+        ws_url=settings.livekit_url or None,
+        api_key=settings.livekit_api_key or None,
+        api_secret=settings.livekit_api_secret or None,
+        shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT,
+    )
+
+    def prewarm(proc: JobProcess) -> None:
+        # Load the VAD (and so its ONNX runtime) before a job arrives, not during the greeting.
+        proc.userdata["vad"] = shared_vad()
+
+    server.setup_fnc = prewarm
+
+    @server.rtc_session(agent_name=settings.agent_name)
+    async def entry(ctx: JobContext) -> None:
+        await run_job(ctx, settings)
+
+    return server
+
+
+async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
+    """One dispatched call: profile, providers, transcripts through the outbox, greeting."""
+    dispatch = parse_dispatch(ctx.job.metadata, ctx.job.room.name)
+    credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+    sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
+    profiles = AgentProfiles(settings.agent_svc_address, credentials, settings.rpc_timeout_seconds)
+    # Turns an earlier process could not deliver: sent in the background, never blocking the call.
+    leftovers = asyncio.create_task(
+        drain_orphans(
+            settings.outbox_dir,
+            sink,
+            initial_backoff=settings.retry_initial_seconds,
+            max_backoff=settings.retry_max_seconds,
+            budget_seconds=SHUTDOWN_PROCESS_TIMEOUT * 20,
+        )
+    )
+    try:
+        call = await open_call(settings, call_id=ctx.job.id, dispatch=dispatch, profiles=profiles, sink=sink)
+    except ProviderChoiceError as exc:
+        log.error("call refused: provider choice", job_id=ctx.job.id, problem=str(exc))
+        leftovers.cancel()
+        await profiles.aclose()
+        await sink.aclose()
+        return
+
+    async def on_shutdown() -> None:
+        await call.finish()
+        leftovers.cancel()
+        await profiles.aclose()
+        await sink.aclose()
+
+    ctx.add_shutdown_callback(on_shutdown)
+    await call.session.start(
+        call.agent,
+        room=ctx.room,
+        # Video calls: the agent joins with audio only; it does not need the video.
+        room_options=room_io.RoomOptions(video_input=False),
+        record=False,
+    )
+    await ctx.connect()
+
+
+def run_worker(settings: VoiceWorkerSettings, command: str) -> None:
+    """Hands over to the LiveKit CLI (`start` for production, `dev` for reloads and debug logs)."""
+    if not settings.livekit_url:
+        raise SystemExit("LIVEKIT_URL must be set to run the worker (use `simulate` to try it without LiveKit)")
+    sys.argv = [sys.argv[0], command]
+    cli.run_app(build_server(settings))

@@ -1,0 +1,83 @@
+/**
+ * Typed clients for the mesh, over gRPC-web through Envoy, generated from the same protos as the services.
+ */
+
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { AgentService } from "./gen/syntera/agent/v1/agent_service_pb.js";
+import { ConversationService } from "./gen/syntera/conversation/v1/conversation_service_pb.js";
+import { LiveKitService } from "./gen/syntera/livekit/v1/livekit_service_pb.js";
+
+/** Deadline of every unary call: the page never waits forever on the network. */
+export const UNARY_TIMEOUT_MS = 10_000;
+/** Deadline of one WatchConversation stream; the page resumes with `after_seq` when it passes. */
+export const WATCH_TIMEOUT_MS = 30 * 60_000;
+
+export interface Api {
+  agents: Client<typeof AgentService>;
+  conversations: Client<typeof ConversationService>;
+  livekit: Client<typeof LiveKitService>;
+}
+
+/** Builds the clients; `bearer` is read on every call so sign-in and sign-out take effect at once. */
+export function createApi(baseUrl: string, bearer: () => string | undefined): Api {
+  apiBaseUrl = baseUrl;
+  const authorization: Interceptor = (next) => async (request) => {
+    const token = bearer();
+    if (token) {
+      request.header.set("authorization", `Bearer ${token}`);
+    }
+    return next(request);
+  };
+  const transport = createGrpcWebTransport({
+    baseUrl,
+    interceptors: [authorization],
+    defaultTimeoutMs: UNARY_TIMEOUT_MS,
+  });
+  return {
+    agents: createClient(AgentService, transport),
+    conversations: createClient(ConversationService, transport),
+    livekit: createClient(LiveKitService, transport),
+  };
+}
+
+let apiBaseUrl = "";
+
+/** A one-line, human-readable account of a failed call, with field violations when the server sent them. */
+export function describeError(error: unknown): string {
+  const err = ConnectError.from(error);
+  if (err.code === Code.Unavailable || err.code === Code.Unknown) {
+    // A stopped edge, a CORS refusal and a network error look the same to a page: a failed fetch.
+    if (/fetch|network|load failed/i.test(err.rawMessage)) {
+      return (
+        `Cannot reach the Syntera API at ${apiBaseUrl}: it is not running, or it does not allow ` +
+        `this page's origin (${location.origin}) in CORS_ALLOWED_ORIGINS.`
+      );
+    }
+  }
+  const parts = [`${Code[err.code]}: ${err.rawMessage}`];
+  for (const badRequest of err.findDetails(BadRequestSchema)) {
+    for (const violation of badRequest.fieldViolations) {
+      parts.push(`${violation.field}: ${violation.description}`);
+    }
+  }
+  const reason = err.findDetails(ErrorInfoSchema)[0]?.reason;
+  if (reason) {
+    parts.push(`(${reason})`);
+  }
+  return parts.join(" — ");
+}
+
+/** True when the error means the credentials are missing, malformed or expired. */
+export function isUnauthenticated(error: unknown): boolean {
+  return ConnectError.from(error).code === Code.Unauthenticated;
+}
+
+/** 32 random hex digits (like the services' uuid4 hex ids), used for `request_id`. */
+export function newRequestId(): string {
+  // getRandomValues, unlike randomUUID, also works on plain-http origins that are not localhost.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}

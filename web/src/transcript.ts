@@ -1,0 +1,65 @@
+/**
+ * The conversation's messages as the page holds them, keyed by `seq`.
+ *
+ * WatchConversation sends a message again whenever it changes (interim text grows, the turn becomes
+ * final, it is marked interrupted): the copy with the higher `revision` wins, so a late or repeated
+ * event never takes a turn back to an older state.
+ */
+
+import { type Message, Role, MessageSource } from "./gen/syntera/conversation/v1/resources_pb.js";
+
+export interface TranscriptEntry {
+  seq: bigint;
+  revision: bigint;
+  role: Role;
+  source: MessageSource;
+  text: string;
+  final: boolean;
+  interrupted: boolean;
+}
+
+export class Transcript {
+  private readonly entries = new Map<bigint, TranscriptEntry>();
+
+  /** Applies a message; returns true when it changed what the page shows. */
+  apply(message: Message): boolean {
+    const current = this.entries.get(message.seq);
+    if (current && current.revision >= message.revision) {
+      return false;
+    }
+    this.entries.set(message.seq, {
+      seq: message.seq,
+      revision: message.revision,
+      role: message.role,
+      source: message.source,
+      text: message.text,
+      final: message.final,
+      interrupted: message.interrupted,
+    });
+    return true;
+  }
+
+  /** The resume point for WatchConversation: the highest `seq` held (0 when none). */
+  get lastSeq(): bigint {
+    let last = 0n;
+    for (const seq of this.entries.keys()) {
+      if (seq > last) {
+        last = seq;
+      }
+    }
+    return last;
+  }
+
+  /** Entries in `seq` order. */
+  ordered(): TranscriptEntry[] {
+    return [...this.entries.values()].sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0));
+  }
+
+  get(seq: bigint): TranscriptEntry | undefined {
+    return this.entries.get(seq);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
