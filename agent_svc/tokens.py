@@ -114,6 +114,8 @@ class TokenMinter:
             can_publish_sources=[source.value for source in sources],
             can_subscribe=True,
             can_publish_data=True,
+            # Marks the participant as an agent in the grants too, as LiveKit Agents' own tokens do.
+            agent=True if spec.kind is ParticipantKind.AGENT else None,
         )
         config = lk_room.RoomConfiguration(
             name=room,

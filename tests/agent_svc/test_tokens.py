@@ -78,6 +78,7 @@ def test_agent_token_is_marked_agent_and_publishes_audio() -> None:
     assert claims.video is not None
     assert claims.video.can_publish_sources == ["microphone"]
     assert claims.video.can_subscribe is True
+    assert claims.video.agent is True
     # The agent does not dispatch itself.
     assert claims.room_config is not None
     assert list(claims.room_config.agents) == []

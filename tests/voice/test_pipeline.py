@@ -25,7 +25,7 @@ async def test_three_sentences_become_user_and_agent_turns_in_order(
     settings = worker_settings(mesh, tmp_path / "outbox")
     profiles, sink = clients(settings)
     # Gaps longer than the agent's replies: no interruptions in this test.
-    wav = conversation_wav(SENTENCES, lead=6.0, gap=12.0, tail=1.0)
+    wav = conversation_wav(SENTENCES, lead=6.0, gap=14.0, tail=1.0)
     try:
         result = await run_call_on_wav(
             settings,
@@ -93,7 +93,7 @@ async def test_interrupted_agent_turn_is_stored_with_what_was_spoken(
     spoken = cut[0].text
     # The responder's full reply ends with this sentence; an interrupted turn holds only what was heard.
     assert spoken.startswith("I heard you say")
-    assert "follow up on them" not in spoken
+    assert not spoken.rstrip(".").endswith("your words are saved")
     index = transcript.index(cut[0])
     assert transcript[index - 1].role == res.ROLE_USER
     assert transcript[index + 1].role == res.ROLE_USER  # the user who spoke over the agent

@@ -37,14 +37,8 @@ class ProfileResponder:
         if _GOODBYE.search(text):
             return f"Thank you for calling. This is {self._name}, goodbye."
         if text.endswith("?"):
-            return (
-                f"You asked: {echo}? I am {self._name}, a scripted offline responder, "
-                "so I cannot look that up, but your question is saved in this conversation."
-            )
-        return (
-            f"I heard you say: {echo}. I am {self._name}, a scripted offline responder. "
-            "Your words are saved in this conversation, and a person can follow up on them."
-        )
+            return f"You asked: {echo}? This is {self._name}, a scripted offline responder; your question is saved."
+        return f"I heard you say: {echo}. This is {self._name}, a scripted offline responder; your words are saved."
 
 
 def last_user_text(chat_ctx: ChatContext) -> str:
