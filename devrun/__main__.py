@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args.user, args.ttl)
     if args.command == "envoy-config":
         return _envoy_config(args.out, args.listen_host)
+    from devrun.launch import ROOT
     from devrun.run import run  # imports grpc; keep `token` fast
     from devrun.webpage import serve_for_run
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     # The browser needs an address it can reach: a wildcard listener is reached on loopback.
     edge_host = "127.0.0.1" if settings.envoy_host in ("0.0.0.0", "::", "") else settings.envoy_host  # noqa: S104
     edge_url = f"http://{edge_host}:{settings.envoy_port}"
-    with serve_for_run(edge_url, settings.origins, Path(settings.run_dir) / "logs" / "web.log"):
+    with serve_for_run(edge_url, settings.origins, ROOT / settings.run_dir / "logs" / "web.log"):
         return run(settings)
 
 

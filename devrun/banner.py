@@ -59,7 +59,7 @@ def render_banner(settings: RunSettings, *, with_chat: bool, token: str) -> str:
         lines.append(f"  chat_svc (gRPC, reflection)        {chat}")
     else:
         lines.append("  chat_svc                           not present yet (no chat_svc package)")
-    if not settings.mongodb_uri:
+    if settings.uses_embedded_store:
         lines.append(f"  store (MongoDB wire protocol)      mongodb://127.0.0.1:{settings.mongodb_port}")
     lines.append(f"  Envoy admin (localhost only)       http://127.0.0.1:{settings.envoy_admin_port}")
     lines += [

@@ -68,7 +68,7 @@ def run(settings: RunSettings) -> int:
     """Starts everything, waits for a signal or a crashed child, stops everything; returns the exit code."""
     run_dir = (ROOT / settings.run_dir).resolve()
     logs = run_dir / "logs"
-    with_store = not settings.mongodb_uri
+    with_store = settings.uses_embedded_store
     with_chat = package_present("chat_svc")
     if not DEFAULT_DESCRIPTOR.exists():
         print(f"error: {DEFAULT_DESCRIPTOR} is missing; run 'make generate'", file=sys.stderr)
@@ -79,7 +79,7 @@ def run(settings: RunSettings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    mongodb_uri = settings.mongodb_uri or f"mongodb://127.0.0.1:{settings.mongodb_port}"
+    mongodb_uri = f"mongodb://127.0.0.1:{settings.mongodb_port}" if with_store else settings.mongodb_uri
     agent_address = f"{settings.agent_host}:{settings.agent_port}"
     chat_address = f"{settings.chat_host}:{settings.chat_port}"
     overrides = {

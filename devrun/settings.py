@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,6 +13,7 @@ from servicekit.settings import DEV_JWT_SECRET
 # The LiveKit dev server's well-known defaults (`livekit-server --dev`); agent_svc uses the same in dev mode.
 LIVEKIT_DEV_URL = "ws://localhost:7880"
 LIVEKIT_DEV_API_KEY = "devkey"
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
 class RunSettings(BaseSettings):
@@ -52,6 +55,22 @@ class RunSettings(BaseSettings):
     @property
     def livekit_configured(self) -> bool:
         return bool(self.livekit_url or self.livekit_api_key or self.livekit_api_secret)
+
+    @property
+    def uses_embedded_store(self) -> bool:
+        """True unless MONGODB_URI points somewhere other than the embedded store's own address.
+
+        A `.env` copied from `.env.example` names `mongodb://127.0.0.1:27017`, which is where the
+        embedded store listens: that still means "start it".
+        """
+        if not self.mongodb_uri:
+            return True
+        try:
+            parsed = urlsplit(self.mongodb_uri)
+            port = parsed.port
+        except ValueError:
+            return False
+        return parsed.hostname in _LOCAL_HOSTS and (port or 27017) == self.mongodb_port
 
     @property
     def origins(self) -> tuple[str, ...]:

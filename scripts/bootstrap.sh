@@ -57,7 +57,9 @@ if [ "$profile" = "dev" ]; then
 fi
 # The browser page (web/): its build tools, generator plugin and test driver. `run` needs it too (it builds the page).
 web_stamp="$stamp_dir/npm-web-$(sha256sum web/package-lock.json | cut -c1-16)"
-if [ ! -f "$web_stamp" ] || [ ! -x web/node_modules/.bin/vite ]; then
+if [ "$profile" = "run" ] && ! command -v npm >/dev/null 2>&1; then
+  echo "bootstrap: npm not found; make run will start without the call page (install Node.js 20+ for it)" >&2
+elif [ ! -f "$web_stamp" ] || [ ! -x web/node_modules/.bin/vite ]; then
   echo "bootstrap: installing npm packages for web/"
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
   touch "$web_stamp"

@@ -27,8 +27,10 @@ class Metrics:
     tts_time_to_first_byte: float | None = None
 
     def empty(self) -> bool:
-        return self.end_of_turn_delay is None and self.llm_time_to_first_token is None and (
-            self.tts_time_to_first_byte is None
+        return (
+            self.end_of_turn_delay is None
+            and self.llm_time_to_first_token is None
+            and (self.tts_time_to_first_byte is None)
         )
 
 

@@ -135,8 +135,14 @@ class OutboxSender:
         log.debug("transcript segments sent", conversation_id=conversation_id, segments=len(batch))
 
 
-async def drain_orphans(directory: Path, sink: TranscriptSink, *, initial_backoff: float, max_backoff: float,
-                        budget_seconds: float | None = None) -> int:
+async def drain_orphans(
+    directory: Path,
+    sink: TranscriptSink,
+    *,
+    initial_backoff: float,
+    max_backoff: float,
+    budget_seconds: float | None = None,
+) -> int:
     """Sends what earlier processes left in their outboxes; returns how many files were emptied.
 
     Runs until each orphaned file is empty (or `budget_seconds` pass); files it could not empty

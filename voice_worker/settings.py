@@ -38,11 +38,15 @@ class VoiceWorkerSettings(CommonSettings):
 
     chat_svc_address: str = Field(default="127.0.0.1:50052", validation_alias="CHAT_SVC_ADDRESS")
     agent_svc_address: str = Field(default="127.0.0.1:50051", validation_alias="AGENT_SVC_ADDRESS")
-    rpc_timeout_seconds: float = Field(default=5.0, gt=0, le=60, validation_alias="VOICE_WORKER_RPC_TIMEOUT_SECONDS")
+    rpc_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="VOICE_WORKER_RPC_TIMEOUT_SECONDS"
+    )
 
     providers: ProviderChoice = Field(default="auto", validation_alias="VOICE_WORKER_PROVIDERS")
     cloud_stt_model: str = Field(default="deepgram/nova-3", validation_alias="VOICE_WORKER_CLOUD_STT_MODEL")
-    cloud_llm_model: str = Field(default="openai/gpt-4.1-mini", validation_alias="VOICE_WORKER_CLOUD_LLM_MODEL")
+    cloud_llm_model: str = Field(
+        default="openai/gpt-4.1-mini", validation_alias="VOICE_WORKER_CLOUD_LLM_MODEL"
+    )
     cloud_tts_model: str = Field(default="cartesia/sonic-2", validation_alias="VOICE_WORKER_CLOUD_TTS_MODEL")
 
     llm_base_url: str = Field(default="", validation_alias="LLM_BASE_URL")
@@ -60,7 +64,9 @@ class VoiceWorkerSettings(CommonSettings):
     retry_initial_seconds: float = Field(
         default=0.2, gt=0, le=60, validation_alias="VOICE_WORKER_RETRY_INITIAL_SECONDS"
     )
-    retry_max_seconds: float = Field(default=5.0, gt=0, le=600, validation_alias="VOICE_WORKER_RETRY_MAX_SECONDS")
+    retry_max_seconds: float = Field(
+        default=5.0, gt=0, le=600, validation_alias="VOICE_WORKER_RETRY_MAX_SECONDS"
+    )
 
     @field_validator("agent_name")
     @classmethod

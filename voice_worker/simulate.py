@@ -180,7 +180,11 @@ async def run_call_on_wav(
 ) -> SimulationResult:
     """Runs one call on `wav`; returns once the agent has answered the last turn (or time ran out)."""
     call = await open_call(
-        settings, call_id=call_id or f"sim-{uuid.uuid4().hex}", dispatch=dispatch, profiles=profiles, sink=sink
+        settings,
+        call_id=call_id or f"sim-{uuid.uuid4().hex}",
+        dispatch=dispatch,
+        profiles=profiles,
+        sink=sink,
     )
     audio_in = WavAudioInput(wav)
     speaker = VirtualSpeaker()

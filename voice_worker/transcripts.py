@@ -46,7 +46,9 @@ class TranscriptRecorder:
         # End of user speech to the agent starting to speak, per answered turn (seconds).
         self.response_latencies: list[float] = []
 
-    def user_transcribed(self, text: str, *, is_final: bool, language: str = "", at: float | None = None) -> None:
+    def user_transcribed(
+        self, text: str, *, is_final: bool, language: str = "", at: float | None = None
+    ) -> None:
         """Interim or final STT text of the current user turn (reported as interim until committed)."""
         if self._user_started is None:
             self._user_started = at if at is not None else time.time()

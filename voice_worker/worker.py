@@ -123,6 +123,8 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
 def run_worker(settings: VoiceWorkerSettings, command: str) -> None:
     """Hands over to the LiveKit CLI (`start` for production, `dev` for reloads and debug logs)."""
     if not settings.livekit_url:
-        raise SystemExit("LIVEKIT_URL must be set to run the worker (use `simulate` to try it without LiveKit)")
+        raise SystemExit(
+            "LIVEKIT_URL must be set to run the worker (use `simulate` to try it without LiveKit)"
+        )
     sys.argv = [sys.argv[0], command]
     cli.run_app(build_server(settings))

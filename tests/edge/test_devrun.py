@@ -30,7 +30,17 @@ READY_LINE = "The Syntera mesh is running"
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """This environment without any of the mesh's variables, plus `extra`."""
-    prefixes = ("SYNTERA_", "LIVEKIT_", "MONGODB_", "AGENT_SVC_", "CHAT_SVC_", "ENVOY_", "CORS_", "RUN_DIR")
+    prefixes = (
+        "SYNTERA_",
+        "LIVEKIT_",
+        "MONGODB_",
+        "AGENT_SVC_",
+        "CHAT_SVC_",
+        "ENVOY_",
+        "CORS_",
+        "RUN_DIR",
+        "WEB_",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(extra)
     return env
@@ -129,17 +139,19 @@ class DevRun:
                     return "".join(self.output)
         raise AssertionError("make run did not become ready:\n" + "".join(self.output))
 
-    def children(self) -> list[int]:
-        """Pids whose parent is the runner (the store, services and Envoy)."""
-        pids = []
+    def children(self) -> dict[int, str]:
+        """Command lines by pid of the runner's children (store, services, Envoy, the call page)."""
+        found: dict[int, str] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.proc.pid:
+                    found[int(stat.parent.name)] = (
+                        (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    )
             except OSError:
                 continue
-            if int(fields[1]) == self.proc.pid:
-                pids.append(int(stat.parent.name))
-        return pids
+        return found
 
     def interrupt(self) -> str:
         self.proc.send_signal(signal.SIGINT)
@@ -196,6 +208,7 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         CHAT_SVC_PORT=str(free_port()),
         ENVOY_PORT=str(free_port()),
         ENVOY_ADMIN_PORT=str(free_port()),
+        WEB_PORT=str(free_port()),
         LOG_LEVEL="WARNING",
     )
 
@@ -231,7 +244,9 @@ def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
             assert claims.video is not None
             assert claims.video.room == f"conversation:{conversation_id}"
         children = first.children()
-        assert len(children) == 4, children  # store, agent_svc, chat_svc, envoy
+        commands = " | ".join(children.values())
+        for expected in ("nx-27017", "-m agent_svc", "-m chat_svc", "envoy"):
+            assert expected in commands, commands
     finally:
         rest = first.interrupt()
     assert first.proc.returncode == 0, rest
@@ -260,3 +275,20 @@ def test_make_run_refuses_a_taken_port(run_env: dict[str, str], tmp_path: Path) 
         result = _devrun(env=run_env, cwd=tmp_path)
     assert result.returncode == 2
     assert "set ENVOY_PORT" in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("env", "embedded"),
+    [
+        ({}, True),
+        ({"MONGODB_URI": "mongodb://127.0.0.1:27017"}, True),  # `.env` copied from `.env.example`
+        ({"MONGODB_URI": "mongodb://localhost:28000/?x=1", "MONGODB_PORT": "28000"}, True),
+        ({"MONGODB_URI": "mongodb://db.internal:27017"}, False),
+        ({"MONGODB_URI": "mongodb://127.0.0.1:27018"}, False),
+    ],
+)
+def test_make_run_starts_the_embedded_store_unless_told_otherwise(
+    env: dict[str, str], embedded: bool
+) -> None:
+    assert RunSettings.model_validate(env).uses_embedded_store is embedded

@@ -87,7 +87,9 @@ async def test_interrupted_agent_turn_is_stored_with_what_was_spoken(
         await sink.aclose()
 
     assert result.interrupted_turns >= 1
-    transcript = [m for m in await list_messages(mesh, conversation_id) if m.source == res.MESSAGE_SOURCE_TRANSCRIPT]
+    transcript = [
+        m for m in await list_messages(mesh, conversation_id) if m.source == res.MESSAGE_SOURCE_TRANSCRIPT
+    ]
     cut = [m for m in transcript if m.role == res.ROLE_AGENT and m.interrupted]
     assert len(cut) == 1
     spoken = cut[0].text

@@ -53,13 +53,17 @@ def test_cloud_without_keys_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"VOICE_WORKER_CLOUD_TTS_MODEL": "nobody/voice"}, "unknown LiveKit Inference tts model"),
     ],
 )
-def test_unknown_cloud_model_is_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str) -> None:
+def test_unknown_cloud_model_is_refused(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ValidationError, match=message):
         _settings(monkeypatch, {**CLOUD, **env})
 
 
 def test_tts_model_may_name_a_voice(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings(monkeypatch, {**CLOUD, "VOICE_WORKER_CLOUD_TTS_MODEL": "cartesia/sonic-2:some-voice"})
+    settings = _settings(
+        monkeypatch, {**CLOUD, "VOICE_WORKER_CLOUD_TTS_MODEL": "cartesia/sonic-2:some-voice"}
+    )
     assert settings.cloud_tts_model.startswith("cartesia/sonic-2")
 
 

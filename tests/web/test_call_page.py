@@ -45,7 +45,7 @@ async def start_conversation(browser: Browser, channel: str, title: str) -> str:
     return conversation_id
 
 
-def stub(channel: grpc.aio.Channel) -> cs_grpc.ConversationServiceStub:
+def stub(channel: grpc.aio.Channel) -> cs_grpc.ConversationServiceAsyncStub:
     return cs_grpc.ConversationServiceStub(channel)
 
 
@@ -258,3 +258,19 @@ async def test_requests_from_an_origin_that_is_not_allowed_are_refused(
     assert allowed.headers.get("access-control-allow-origin") == web_mesh.page_url
     assert "authorization" in allowed.headers.get("access-control-allow-headers", "")
     assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_a_conversation_started_elsewhere_appears_in_the_list(
+    browser: Browser, web_mesh: WebMesh, chat_channel: grpc.aio.Channel, token: str
+) -> None:
+    await sign_in_with_url_token(browser, web_mesh, token)
+    await browser.wait("body[data-conversations-loaded='0']", state="attached")
+    created = await stub(chat_channel).CreateConversation(
+        cs.CreateConversationRequest(agent_id="default", channel=res.CHANNEL_TEXT, title="from another tab"),
+        metadata=bearer(token),
+        timeout=DEADLINE,
+    )
+    # No reload: WatchConversations tells the page.
+    item = f"#conversation-list li[data-conversation-id='{created.conversation.conversation_id}']"
+    await browser.wait(item)
+    assert "from another tab" in await browser.text(item)

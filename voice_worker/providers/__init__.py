@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from livekit.agents import llm, stt, tts, vad
+from livekit.agents.types import NOT_GIVEN
 
 from voice_worker.models import (
     OFFLINE_STT_MODEL,
@@ -30,9 +31,9 @@ class Providers:
     """The four components of a session, and how they are labelled in logs and metrics."""
 
     mode: Mode
-    stt: stt.STT
-    llm: llm.LLM
-    tts: tts.TTS
+    stt: stt.STT[Any]
+    llm: llm.LLM[Any]
+    tts: tts.TTS[Any]
     vad: vad.VAD
     stt_model: str
     llm_model: str
@@ -48,7 +49,7 @@ def shared_vad() -> vad.VAD:
 
 
 @cache
-def _shared_whisper(threads: int, beam_size: int) -> stt.STT:
+def _shared_whisper(threads: int, beam_size: int) -> stt.STT[Any]:
     # One model per process, shared by every session: it is the largest thing in memory.
     from voice_worker.providers.whisper_stt import WhisperSTT
 
@@ -84,7 +85,7 @@ def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     from voice_worker.providers.espeak_tts import EspeakTTS
     from voice_worker.providers.responder_llm import ProfileResponderLLM
 
-    language_model: llm.LLM
+    language_model: llm.LLM[Any]
     if settings.llm_base_url and profile.llm_model != PROFILE_RESPONDER:
         from livekit.plugins import openai
 
@@ -119,14 +120,17 @@ def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
         problem = check_cloud_model(kind, name)  # type: ignore[arg-type]
         if problem:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
-    credentials = {"api_key": settings.livekit_api_key, "api_secret": settings.livekit_api_secret}
     language = profile.language or "en"
-    tts_name, _, voice = tts_model.partition(":")
+    tts_name, _, tts_voice = tts_model.partition(":")
+    voice = tts_voice or profile.voice
+    key, secret = settings.livekit_api_key, settings.livekit_api_secret
     return Providers(
         mode="cloud",
         stt=inference.STT(model=stt_model, language=language, **credentials),  # type: ignore[arg-type]
         llm=inference.LLM(model=llm_model, **credentials),  # type: ignore[arg-type]
-        tts=inference.TTS(model=tts_name, voice=voice or profile.voice or inference.tts.NOT_GIVEN, **credentials),  # type: ignore[arg-type]
+        tts=inference.TTS(
+            model=tts_name, voice=voice or profile.voice or inference.tts.NOT_GIVEN, **credentials
+        ),  # type: ignore[arg-type]
         vad=shared_vad(),
         stt_model=stt_model,
         llm_model=llm_model,

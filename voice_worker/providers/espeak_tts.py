@@ -30,8 +30,14 @@ def find_espeak() -> str:
     return path
 
 
-async def synthesize_pcm(text: str, *, voice: str = "en-us", words_per_minute: int = DEFAULT_WORDS_PER_MINUTE,
-                         executable: str | None = None, timeout: float = 30.0) -> bytes:
+async def synthesize_pcm(
+    text: str,
+    *,
+    voice: str = "en-us",
+    words_per_minute: int = DEFAULT_WORDS_PER_MINUTE,
+    executable: str | None = None,
+    timeout: float = 30.0,
+) -> bytes:
     """Runs espeak-ng on `text` and returns raw 16-bit mono PCM at 22.05 kHz."""
     proc = await asyncio.create_subprocess_exec(
         executable or find_espeak(),

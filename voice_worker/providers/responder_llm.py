@@ -78,7 +78,11 @@ class ProfileResponderLLM(llm.LLM):
 
 class _ResponderStream(llm.LLMStream):
     def __init__(
-        self, owner: ProfileResponderLLM, *, chat_ctx: ChatContext, tools: list[llm.Tool],
+        self,
+        owner: ProfileResponderLLM,
+        *,
+        chat_ctx: ChatContext,
+        tools: list[llm.Tool],
         conn_options: APIConnectOptions,
     ) -> None:
         super().__init__(owner, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)

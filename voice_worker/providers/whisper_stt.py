@@ -36,7 +36,9 @@ def _load_model(model_dir: str, cpu_threads: int) -> object:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from faster_whisper import WhisperModel
 
-    return WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True)
+    return WhisperModel(
+        model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True
+    )
 
 
 def to_whisper_input(frames: list[rtc.AudioFrame]) -> np.ndarray:

@@ -6,8 +6,16 @@
 import "./style.css";
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { LogLevel, setLogLevel } from "livekit-client";
 
-import { type Api, createApi, describeError, isUnauthenticated, newRequestId } from "./api.js";
+import {
+  type Api,
+  createApi,
+  describeError,
+  isUnauthenticated,
+  newRequestId,
+  WATCH_TIMEOUT_MS,
+} from "./api.js";
 import { Call, type CallMediaKind, type CallState, type CallView, type JoinCredentials } from "./call.js";
 import { loadConfig } from "./config.js";
 import { byId, el, show } from "./dom.js";
@@ -98,12 +106,50 @@ function renderSignedIn(): void {
   document.body.dataset.signedIn = claims ? "true" : "false";
 }
 
+let listWatch: AbortController | undefined;
+
 async function enterHome(): Promise<void> {
   renderSignedIn();
   await Promise.all([loadAgents(), loadConversations()]);
+  watchConversationList();
+}
+
+/** Keeps the list current when conversations start or end elsewhere (another tab, the API, a hang-up). */
+function watchConversationList(): void {
+  listWatch?.abort();
+  const abort = new AbortController();
+  listWatch = abort;
+  void (async () => {
+    let failures = 0;
+    while (!abort.signal.aborted) {
+      try {
+        for await (const event of api.conversations.watchConversations(
+          {},
+          { signal: abort.signal, timeoutMs: WATCH_TIMEOUT_MS },
+        )) {
+          failures = 0;
+          if (event.event.case === "conversationCreated" || event.event.case === "conversationEnded") {
+            void loadConversations();
+          }
+        }
+      } catch (error) {
+        if (abort.signal.aborted || isUnauthenticated(error)) {
+          return;
+        }
+        failures += 1;
+      }
+      // Resubscribe (the stream has no resume point: reload the list to catch up on what was missed).
+      await new Promise((resolve) => window.setTimeout(resolve, Math.min(10_000, 500 * 2 ** failures)));
+      if (!abort.signal.aborted) {
+        void loadConversations();
+      }
+    }
+  })();
 }
 
 function signOut(): void {
+  listWatch?.abort();
+  listWatch = undefined;
   void closeConversation();
   session.signOut();
   ui.conversationList.replaceChildren();
@@ -492,6 +538,8 @@ ui.reconnect.addEventListener("click", () => void current?.call?.connect());
 // ---- start ---------------------------------------------------------------------------------------------
 
 async function start(): Promise<void> {
+  // livekit-client logs every signalling step at info; the page reports what matters itself.
+  setLogLevel(LogLevel.warn);
   const config = await loadConfig();
   api = createApi(config.apiBaseUrl, () => session.bearer);
   ui.apiEndpoint.textContent = `API ${config.apiBaseUrl}`;

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m bench`, `make bench`): loopback only, bounded in time, figures printed."""
