@@ -43,13 +43,9 @@ CORS_ALLOW_HEADERS = (
 CORS_EXPOSE_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id")
 
 _CORS_FILTER = "envoy.filters.http.cors"
-# Blocked and unknown paths answer like a NOT_FOUND status, in the shape `convert_grpc_status` gives
-# errors; gRPC clients see the 404 as UNIMPLEMENTED.
-_NOT_FOUND_BODY = '{"code":5,"message":"not found"}'
-_JSON_CONTENT_TYPE = {
-    "header": {"key": "content-type", "value": "application/json"},
-    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-}
+# Blocked and unknown paths: REST clients get it as a JSON NOT_FOUND (see `_local_reply_config`),
+# gRPC clients see the 404 as UNIMPLEMENTED.
+_NOT_FOUND_BODY = "not found"
 _H2_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -183,8 +179,12 @@ def _listener(config: EdgeConfig) -> dict[str, Any]:
                 "timeout": "10s",
             }
         },
+        # The edge is the first proxy: the client address is the peer's, and x-envoy-* headers a
+        # client sends are not trusted.
+        "use_remote_address": True,
         "route_config": _route_config(config),
         "http_filters": _http_filters(config),
+        "local_reply_config": _local_reply_config(),
     }
     if config.access_log:
         hcm["access_log"] = [_access_log()]
@@ -195,6 +195,69 @@ def _listener(config: EdgeConfig) -> dict[str, Any]:
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
+
+
+# HTTP status of Envoy's own replies → the gRPC code a JSON client finds in the body.
+_LOCAL_REPLY_CODES = {
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    413: 8,
+    429: 8,
+    431: 8,
+    500: 13,
+    502: 14,
+    503: 14,
+    504: 4,
+}
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own replies to REST clients (no upstream, unknown path, bad query) as JSON errors.
+
+    Shaped like the `google.rpc.Status` bodies `convert_grpc_status` produces for the services'
+    errors, so an HTTP client parses one format. gRPC and gRPC-web clients are left alone: Envoy
+    gives them the status in grpc-status / grpc-message already.
+    """
+    not_grpc = {
+        "header_filter": {
+            "header": {
+                "name": "content-type",
+                "string_match": {"prefix": "application/grpc"},
+                "invert_match": True,
+                "treat_missing_header_as_empty": True,
+            }
+        }
+    }
+    mappers = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "EQ",
+                                    "value": {
+                                        "default_value": status,
+                                        "runtime_key": f"edge.local_reply.{status}",
+                                    },
+                                }
+                            }
+                        },
+                        not_grpc,
+                    ]
+                }
+            },
+            "body_format_override": {
+                "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"},
+                "content_type": "application/json",
+            },
+        }
+        for status, code in _LOCAL_REPLY_CODES.items()
+    ]
+    return {"mappers": mappers}
 
 
 def _http_filters(config: EdgeConfig) -> list[dict[str, Any]]:
@@ -255,7 +318,6 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
             # keeps the rule obvious.
             "match": {"path": method, "case_sensitive": False},
             "direct_response": {"status": 404, "body": {"inline_string": _NOT_FOUND_BODY}},
-            "response_headers_to_add": [_JSON_CONTENT_TYPE],
         }
         for method in INTERNAL_METHODS
     ]
@@ -305,7 +367,6 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
             "name": "not-found",
             "match": {"prefix": "/"},
             "direct_response": {"status": 404, "body": {"inline_string": _NOT_FOUND_BODY}},
-            "response_headers_to_add": [_JSON_CONTENT_TYPE],
         }
     )
     cors_policy = {

@@ -148,7 +148,7 @@ async def _abort(
     status = to_status(error)
     await ctx.abort(
         grpc_code(error.kind),
-        error.message,
+        status.message,
         trailing_metadata=((_STATUS_DETAILS_KEY, status.SerializeToString()),),
     )
 

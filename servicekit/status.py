@@ -10,6 +10,12 @@ from servicekit.errors import DomainError, ErrorKind
 
 DOMAIN = "syntera.dev"
 
+# Error text may quote what the caller sent; clipping keeps the trailers far below gRPC's 8 KiB
+# metadata limit (past it the client sees RESOURCE_EXHAUSTED instead of our status).
+MAX_MESSAGE_CHARS = 500
+MAX_DETAIL_CHARS = 200
+MAX_VIOLATIONS = 20
+
 _CODES: dict[ErrorKind, grpc.StatusCode] = {kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind}
 
 
@@ -19,18 +25,29 @@ def grpc_code(kind: ErrorKind) -> grpc.StatusCode:
 
 def to_status(error: DomainError) -> status_pb2.Status:
     """The rich status for `error`: ErrorInfo always, BadRequest when fields were wrong."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=dict(error.metadata))
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason,
+        domain=DOMAIN,
+        metadata={clip(k, MAX_DETAIL_CHARS): clip(v, MAX_DETAIL_CHARS) for k, v in error.metadata.items()},
+    )
     details = [_pack(info)]
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=clip(v.field, MAX_DETAIL_CHARS), description=clip(v.description, MAX_DETAIL_CHARS)
+                )
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         details.append(_pack(bad_request))
     code_value: int = getattr(code_pb2, error.kind.value)
-    return status_pb2.Status(code=code_value, message=error.message, details=details)
+    return status_pb2.Status(code=code_value, message=clip(error.message, MAX_MESSAGE_CHARS), details=details)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

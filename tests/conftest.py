@@ -11,6 +11,7 @@ from devrun.ports import free_port
 from devrun.processes import ManagedProcess
 from devrun.store import start_store
 from tests.support.identity import JWT_SECRET
+from tests.support.mesh import mesh, mesh_factory  # noqa: F401 - shared mesh fixtures for every folder
 
 
 class Store:

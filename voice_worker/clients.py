@@ -14,7 +14,8 @@ import structlog
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from servicekit.client import ServiceCredentials, open_channel
-from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc, resources_pb2 as agent_pb2
+from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
+from syntera.agent.v1 import resources_pb2 as agent_pb2
 from syntera.conversation.v1 import conversation_service_pb2 as conv_pb2
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conv_grpc
 from syntera.conversation.v1 import resources_pb2 as conv_res
@@ -65,7 +66,7 @@ class ChatTranscriptSink:
             raise SinkRejectedError(f"{exc.code().name}: {exc.details() or ''}"[:300]) from None
 
     async def aclose(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
 
 class AgentProfiles:
@@ -91,7 +92,7 @@ class AgentProfiles:
         return from_agent_proto(response.agent)
 
     async def aclose(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
 
 _MODES: dict[int, ProviderMode] = {

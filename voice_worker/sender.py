@@ -69,13 +69,13 @@ class OutboxSender:
         self._idle.clear()
         self._wake.set()
 
-    async def flush(self, timeout: float) -> bool:
-        """Waits until the outbox is empty, at most `timeout` seconds; True when it is."""
+    async def flush(self, limit_seconds: float) -> bool:
+        """Waits until the outbox is empty, at most `limit_seconds` seconds; True when it is."""
         if self._outbox.pending_count() == 0:
             return True
         self.notify()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit_seconds):
                 while self._outbox.pending_count() > 0:
                     await self._idle.wait()
                     if self._outbox.pending_count() > 0:

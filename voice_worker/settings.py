@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from servicekit.settings import CommonSettings
-from voice_worker.models import check_cloud_model
+from voice_worker.models import ModelKind, check_cloud_model
 
 ProviderChoice = Literal["auto", "cloud", "offline"]
 
@@ -86,11 +86,12 @@ class VoiceWorkerSettings(CommonSettings):
                 "(LiveKit Inference); set them or choose VOICE_WORKER_PROVIDERS=offline"
             )
         if self.default_mode == "cloud":
-            for kind, name, env in (
+            checks: tuple[tuple[ModelKind, str, str], ...] = (
                 ("stt", self.cloud_stt_model, "VOICE_WORKER_CLOUD_STT_MODEL"),
                 ("llm", self.cloud_llm_model, "VOICE_WORKER_CLOUD_LLM_MODEL"),
                 ("tts", self.cloud_tts_model, "VOICE_WORKER_CLOUD_TTS_MODEL"),
-            ):
+            )
+            for kind, name, env in checks:
                 problem = check_cloud_model(kind, name)
                 if problem:
                     raise ValueError(f"{env}: {problem}")

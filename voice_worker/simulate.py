@@ -127,13 +127,14 @@ class VirtualSpeaker(io.AudioOutput):
         self._finish(position, interrupted=position < self._pushed)
 
     async def _play_out(self) -> None:
-        assert self._started is not None
-        await asyncio.sleep(max(0.0, self._started + self._pushed - time.time()))
+        started = self._started if self._started is not None else time.time()
+        await asyncio.sleep(max(0.0, started + self._pushed - time.time()))
         self._finish_task = None
         self._finish(self._pushed, interrupted=False)
 
     def _finish(self, position: float, *, interrupted: bool) -> None:
-        assert self._started is not None
+        if self._started is None:
+            return
         audio = np.concatenate(self._frames) if self._frames else np.zeros(0, dtype=np.int16)
         self.played.append(_Played(self._started, audio[: int(position * self._rate)]))
         self._frames, self._pushed, self._started = [], 0.0, None

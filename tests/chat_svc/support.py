@@ -48,7 +48,9 @@ async def _require_service(context: Context) -> str:
 
 
 @dataclass
-class FakeAgentSvc(agent_service_pb2_grpc.AgentServiceServicer, livekit_service_pb2_grpc.LiveKitServiceServicer):
+class FakeAgentSvc(
+    agent_service_pb2_grpc.AgentServiceServicer, livekit_service_pb2_grpc.LiveKitServiceServicer
+):
     """Records what chat_svc asked for; `delete_fails` makes DeleteRoom answer UNAVAILABLE."""
 
     token_requests: list[livekit_service_pb2.GenerateTokenRequest] = field(default_factory=list)
@@ -131,7 +133,9 @@ class ChatInProcess:
 @asynccontextmanager
 async def chat_in_process(store_uri: str, database: str, agent_address: str) -> AsyncIterator[ChatInProcess]:
     """chat_svc on port 0 against `database`, talking to agent_svc at `agent_address`."""
-    settings = make_settings(MONGODB_URI=store_uri, MONGODB_DATABASE=database, AGENT_SVC_ADDRESS=agent_address)
+    settings = make_settings(
+        MONGODB_URI=store_uri, MONGODB_DATABASE=database, AGENT_SVC_ADDRESS=agent_address
+    )
     disruptions = Disruptions()
     client = open_client(settings.mongodb_uri, settings.mongodb_timeout_seconds, [disruptions])
     calls = AgentServiceClient.connect(agent_address, JWT_SECRET, settings.agent_svc_timeout_seconds)
@@ -139,7 +143,9 @@ async def chat_in_process(store_uri: str, database: str, agent_address: str) -> 
     await server.set_serving(True)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        yield ChatInProcess(server, channel, conversation_service_pb2_grpc.ConversationServiceStub(channel), calls)
+        yield ChatInProcess(
+            server, channel, conversation_service_pb2_grpc.ConversationServiceStub(channel), calls
+        )
     finally:
         await channel.close()
         await server.stop(0)

@@ -74,7 +74,9 @@ async def test_get_derives_last_seq(chat: ChatInProcess) -> None:
             timeout=TIMEOUT,
         )
     got = await chat.stub.GetConversation(
-        api.GetConversationRequest(conversation_id=conversation_id), metadata=as_user("alice"), timeout=TIMEOUT
+        api.GetConversationRequest(conversation_id=conversation_id),
+        metadata=as_user("alice"),
+        timeout=TIMEOUT,
     )
     assert got.conversation.last_seq == 2
 
@@ -87,7 +89,9 @@ async def test_list_pages_newest_first(chat: ChatInProcess) -> None:
     pages = 0
     while True:
         page = await chat.stub.ListConversations(
-            api.ListConversationsRequest(page_size=2, page_token=token), metadata=as_user("alice"), timeout=TIMEOUT
+            api.ListConversationsRequest(page_size=2, page_token=token),
+            metadata=as_user("alice"),
+            timeout=TIMEOUT,
         )
         seen += [c.conversation_id for c in page.conversations]
         pages += 1
@@ -123,7 +127,9 @@ async def test_end_succeeds_when_room_cleanup_fails(chat: ChatInProcess, fake_ag
     conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VIDEO)).conversation.conversation_id
     fake_agent.delete_fails = True
     ended = await chat.stub.EndConversation(
-        api.EndConversationRequest(conversation_id=conversation_id), metadata=as_user("alice"), timeout=TIMEOUT
+        api.EndConversationRequest(conversation_id=conversation_id),
+        metadata=as_user("alice"),
+        timeout=TIMEOUT,
     )
     assert ended.conversation.status == pb.CONVERSATION_STATUS_ENDED
     assert ended.conversation.metadata["room_cleanup"] == "pending"
@@ -147,11 +153,15 @@ async def test_send_message_rules(chat: ChatInProcess) -> None:
         assert violations(caught.value) == [field]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chat.stub.SendMessage(
-            api.SendMessageRequest(conversation_id="unknown", text="hi"), metadata=as_user("alice"), timeout=TIMEOUT
+            api.SendMessageRequest(conversation_id="unknown", text="hi"),
+            metadata=as_user("alice"),
+            timeout=TIMEOUT,
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     await chat.stub.EndConversation(
-        api.EndConversationRequest(conversation_id=conversation_id), metadata=as_user("alice"), timeout=TIMEOUT
+        api.EndConversationRequest(conversation_id=conversation_id),
+        metadata=as_user("alice"),
+        timeout=TIMEOUT,
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chat.stub.SendMessage(
@@ -178,7 +188,9 @@ async def test_list_messages_pages_by_seq(chat: ChatInProcess) -> None:
     )
     assert [m.seq for m in first.messages] == [2, 3, 4]
     rest = await chat.stub.ListMessages(
-        api.ListMessagesRequest(conversation_id=conversation_id, page_size=3, page_token=first.next_page_token),
+        api.ListMessagesRequest(
+            conversation_id=conversation_id, page_size=3, page_token=first.next_page_token
+        ),
         metadata=as_user("alice"),
         timeout=TIMEOUT,
     )

@@ -118,7 +118,7 @@ async def test_worker_restart_sends_leftovers_once(tmp_path: Path) -> None:
     emptied = await drain_orphans(tmp_path, chat, initial_backoff=0.01, max_backoff=0.02, budget_seconds=5)
     assert emptied == 1
     assert chat.order == ["u0", "a0"]
-    assert list(tmp_path.glob("*.sqlite")) == []
+    assert await asyncio.to_thread(lambda: list(tmp_path.glob("*.sqlite"))) == []
     # A second start finds nothing left: nothing is sent twice.
     calls = chat.calls
     assert await drain_orphans(tmp_path, chat, initial_backoff=0.01, max_backoff=0.02, budget_seconds=1) == 0
@@ -139,7 +139,7 @@ async def test_refused_segments_are_kept_aside_and_do_not_block(tmp_path: Path) 
     assert box.dead_count() == 1
     await sender.aclose()
     box.close()
-    assert (tmp_path / "a.outbox.sqlite").exists()  # kept for a person to look at
+    assert await asyncio.to_thread((tmp_path / "a.outbox.sqlite").exists)  # kept for a person to look at
 
 
 async def test_flush_of_an_empty_outbox_returns_at_once(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from voice_worker.models import (
     OFFLINE_STT_MODEL,
     OFFLINE_TTS_MODEL,
     PROFILE_RESPONDER,
+    ModelKind,
     check_cloud_model,
     check_offline_model,
 )
@@ -78,8 +79,13 @@ def build_providers(settings: VoiceWorkerSettings, profile: AgentProfile) -> Pro
 
 
 def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
-    for kind, name in (("stt", profile.stt_model), ("llm", profile.llm_model), ("tts", profile.tts_model)):
-        problem = check_offline_model(kind, name, settings.llm_model if settings.llm_base_url else "")  # type: ignore[arg-type]
+    kinds: tuple[tuple[ModelKind, str], ...] = (
+        ("stt", profile.stt_model),
+        ("llm", profile.llm_model),
+        ("tts", profile.tts_model),
+    )
+    for kind, name in kinds:
+        problem = check_offline_model(kind, name, settings.llm_model if settings.llm_base_url else "")
         if problem:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
     from voice_worker.providers.espeak_tts import EspeakTTS
@@ -116,8 +122,9 @@ def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     stt_model = profile.stt_model or settings.cloud_stt_model
     llm_model = profile.llm_model or settings.cloud_llm_model
     tts_model = profile.tts_model or settings.cloud_tts_model
-    for kind, name in (("stt", stt_model), ("llm", llm_model), ("tts", tts_model)):
-        problem = check_cloud_model(kind, name)  # type: ignore[arg-type]
+    kinds: tuple[tuple[ModelKind, str], ...] = (("stt", stt_model), ("llm", llm_model), ("tts", tts_model))
+    for kind, name in kinds:
+        problem = check_cloud_model(kind, name)
         if problem:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
     language = profile.language or "en"
@@ -126,11 +133,9 @@ def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     key, secret = settings.livekit_api_key, settings.livekit_api_secret
     return Providers(
         mode="cloud",
-        stt=inference.STT(model=stt_model, language=language, **credentials),  # type: ignore[arg-type]
-        llm=inference.LLM(model=llm_model, **credentials),  # type: ignore[arg-type]
-        tts=inference.TTS(
-            model=tts_name, voice=voice or profile.voice or inference.tts.NOT_GIVEN, **credentials
-        ),  # type: ignore[arg-type]
+        stt=inference.STT(stt_model, language=language, api_key=key, api_secret=secret),
+        llm=inference.LLM(llm_model, api_key=key, api_secret=secret),
+        tts=inference.TTS(tts_name, voice=voice or NOT_GIVEN, api_key=key, api_secret=secret),
         vad=shared_vad(),
         stt_model=stt_model,
         llm_model=llm_model,

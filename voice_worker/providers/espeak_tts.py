@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from typing import Any
 
 from livekit.agents import APIConnectionError, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
@@ -36,7 +37,7 @@ async def synthesize_pcm(
     voice: str = "en-us",
     words_per_minute: int = DEFAULT_WORDS_PER_MINUTE,
     executable: str | None = None,
-    timeout: float = 30.0,
+    limit_seconds: float = 30.0,
 ) -> bytes:
     """Runs espeak-ng on `text` and returns raw 16-bit mono PCM at 22.05 kHz."""
     proc = await asyncio.create_subprocess_exec(
@@ -52,7 +53,7 @@ async def synthesize_pcm(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(text.encode()), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(text.encode()), limit_seconds)
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -65,7 +66,7 @@ async def synthesize_pcm(
     return pcm.mono().samples.tobytes()
 
 
-class EspeakTTS(tts.TTS):
+class EspeakTTS(tts.TTS[Any]):
     """espeak-ng as a non-streaming LiveKit TTS (the session splits replies into sentences)."""
 
     def __init__(self, *, voice: str = "en-us", speaking_rate: float = 1.0) -> None:
@@ -105,7 +106,7 @@ class _EspeakStream(tts.ChunkedStream):
                 voice=self._espeak.voice,
                 words_per_minute=self._espeak.words_per_minute,
                 executable=self._espeak._executable,
-                timeout=self._conn_options.timeout,
+                limit_seconds=self._conn_options.timeout,
             )
         except (RuntimeError, OSError, TimeoutError, WavFormatError) as exc:
             raise APIConnectionError(f"espeak-ng failed: {type(exc).__name__}") from exc

@@ -19,6 +19,8 @@ from voice_worker.models import PROFILE_RESPONDER
 from voice_worker.profile import AgentProfile
 
 _MAX_ECHO_WORDS = 30
+# Said in every reply, so nobody mistakes the responder for an AI model.
+_SCRIPTED = "a scripted offline responder"
 _GOODBYE = re.compile(r"\b(bye|goodbye|that's all|thank you, that is all)\b", re.IGNORECASE)
 
 
@@ -37,8 +39,8 @@ class ProfileResponder:
         if _GOODBYE.search(text):
             return f"Thank you for calling. This is {self._name}, goodbye."
         if text.endswith("?"):
-            return f"You asked: {echo}? This is {self._name}, a scripted offline responder; your question is saved."
-        return f"I heard you say: {echo}. This is {self._name}, a scripted offline responder; your words are saved."
+            return f"You asked: {echo}? This is {self._name}, {_SCRIPTED}; your question is saved."
+        return f"I heard you say: {echo}. This is {self._name}, {_SCRIPTED}; your words are saved."
 
 
 def last_user_text(chat_ctx: ChatContext) -> str:
@@ -48,7 +50,7 @@ def last_user_text(chat_ctx: ChatContext) -> str:
     return ""
 
 
-class ProfileResponderLLM(llm.LLM):
+class ProfileResponderLLM(llm.LLM[Any]):
     """The profile responder behind the `llm.LLM` interface, streaming its reply word by word."""
 
     def __init__(self, profile: AgentProfile) -> None:

