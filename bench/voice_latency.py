@@ -13,12 +13,14 @@ import tempfile
 from pathlib import Path
 
 from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, call_wav, percentile
+from servicekit import logs
 from voice_worker.call import DispatchInfo
 from voice_worker.settings import VoiceWorkerSettings
 from voice_worker.simulate import run_call_on_wav
 
 
 async def main(turns: int) -> None:
+    logs.configure("WARNING", "console")
     os.environ["HF_HUB_OFFLINE"] = "1"
     sentences = [SERVICE_SENTENCES[i % len(SERVICE_SENTENCES)] for i in range(turns)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,9 +41,8 @@ async def main(turns: int) -> None:
         )
     lat = result.response_latencies
     print(f"offline turn latency (end of user speech -> first agent audio), {len(lat)} turns:")
-    print(
-        f"  p50 {percentile(lat, 50) * 1000:.0f} ms, p95 {percentile(lat, 95) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
-    )
+    p50, p95 = percentile(lat, 50) * 1000, percentile(lat, 95) * 1000
+    print(f"  p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(lat) * 1000:.0f} ms")
     print("  (includes the VAD's 0.55 s end-of-speech silence and the 0.5 s minimum endpointing delay)")
 
 

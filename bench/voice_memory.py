@@ -14,12 +14,14 @@ import sys
 import tempfile
 
 from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, call_wav
+from servicekit import logs
 from voice_worker.call import DispatchInfo
 from voice_worker.settings import VoiceWorkerSettings
 from voice_worker.simulate import run_call_on_wav
 
 
 async def _sessions(count: int) -> None:
+    logs.configure("WARNING", "console")
     os.environ["HF_HUB_OFFLINE"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         settings = VoiceWorkerSettings(

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from bench.voice_common import PROFILE, SERVICE_SENTENCES, VOICES, speak, word_errors
+from servicekit import logs
 from voice_worker.providers.espeak_tts import EspeakTTS
 from voice_worker.providers.responder_llm import ProfileResponder
 from voice_worker.providers.whisper_stt import WhisperSTT, to_whisper_input
@@ -33,6 +34,7 @@ async def _agent_voice(text: str) -> Pcm:
 
 
 async def main() -> None:
+    logs.configure("WARNING", "console")
     stt = WhisperSTT(cpu_threads=2, beam_size=1)
     stt.prewarm()
     print("offline STT: faster-whisper, Whisper tiny.en (int8, CPU), beam 1")
@@ -50,9 +52,8 @@ async def main() -> None:
             err, words = err + e, words + n
         total_err, total_words = total_err + err, total_words + words
         print(f"  espeak-ng voice {voice:9s}: WER {err / words:6.1%} ({err}/{words} words)")
-    print(
-        f"  all voices          : WER {total_err / total_words:6.1%}; {compute_seconds / audio_seconds:.2f}x real time"
-    )
+    speed = compute_seconds / audio_seconds
+    print(f"  all voices          : WER {total_err / total_words:6.1%}; {speed:.2f}x real time")
     responder = ProfileResponder(PROFILE)
     err = words = 0
     for sentence in SERVICE_SENTENCES:
@@ -60,9 +61,7 @@ async def main() -> None:
         hyp = _transcribe(stt, await _agent_voice(reply))
         e, n = word_errors(reply, hyp)
         err, words = err + e, words + n
-    print(
-        f"intelligibility (STT on the agent's espeak-ng replies): WER {err / words:6.1%} ({err}/{words} words)"
-    )
+    print(f"intelligibility (STT on the agent's replies): WER {err / words:6.1%} ({err}/{words} words)")
 
 
 if __name__ == "__main__":

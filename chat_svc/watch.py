@@ -3,6 +3,11 @@
 A conversation watcher delivers a message only if its revision is greater than the one already
 delivered for that seq, so replays (initial, and after every RESYNC) never duplicate and the
 subscription taken before the first read guarantees nothing falls in between.
+
+Resuming: a client resumes with `after_seq` = the highest seq up to which it holds only final
+messages (its lowest interim seq minus one, or its highest seq when none is interim). It then gets
+every message it missed exactly once: finals above the point, and the current state of its interim
+ones. Messages at or below `after_seq` that are still interim are sent again as the contract says.
 """
 
 from __future__ import annotations

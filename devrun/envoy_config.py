@@ -220,14 +220,23 @@ def _local_reply_config() -> dict[str, Any]:
     errors, so an HTTP client parses one format. gRPC and gRPC-web clients are left alone: Envoy
     gives them the status in grpc-status / grpc-message already.
     """
-    not_grpc = {
-        "header_filter": {
-            "header": {
-                "name": "content-type",
-                "string_match": {"prefix": "application/grpc"},
-                "invert_match": True,
-                "treat_missing_header_as_empty": True,
-            }
+    # A REST request: not gRPC by content type, or transcoded (the transcoder turns the request
+    # into gRPC and keeps the REST path in x-envoy-original-path).
+    rest_request = {
+        "or_filter": {
+            "filters": [
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "content-type",
+                            "string_match": {"prefix": "application/grpc"},
+                            "invert_match": True,
+                            "treat_missing_header_as_empty": True,
+                        }
+                    }
+                },
+                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+            ]
         }
     }
     mappers = [
@@ -246,7 +255,7 @@ def _local_reply_config() -> dict[str, Any]:
                                 }
                             }
                         },
-                        not_grpc,
+                        rest_request,
                     ]
                 }
             },

@@ -73,6 +73,13 @@ def run(settings: RunSettings) -> int:
     if not DEFAULT_DESCRIPTOR.exists():
         print(f"error: {DEFAULT_DESCRIPTOR} is missing; run 'make generate'", file=sys.stderr)
         return 2
+    if not settings.effective_dev_mode and not settings.jwt_secret:
+        print(
+            "error: SYNTERA_DEV_MODE is false (environment or .env) and SYNTERA_JWT_SECRET is empty: "
+            "set SYNTERA_DEV_MODE=true for local development, or configure a secret (see .env.example)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         check_ports(plan_ports(settings, with_store=with_store, with_chat=with_chat))
     except PortTaken as exc:

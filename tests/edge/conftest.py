@@ -9,13 +9,13 @@ import httpx
 import pytest
 
 from tests.support.identity import user_token
-from tests.support.mesh import Mesh, mesh, mesh_factory  # noqa: F401 - fixtures used by this folder
+from tests.support.mesh import Mesh
 
 ConversationMaker = Callable[[str], Awaitable[str]]
 
 
 @pytest.fixture
-async def edge(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811 - the fixture above
+async def edge(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP/1.1 client for Envoy's listener (what curl and browsers use for REST)."""
     assert mesh.envoy_url is not None
     async with httpx.AsyncClient(base_url=mesh.envoy_url, timeout=10.0) as client:
@@ -23,7 +23,7 @@ async def edge(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811 - 
 
 
 @pytest.fixture
-def new_conversation(mesh: Mesh, edge: httpx.AsyncClient) -> ConversationMaker:  # noqa: F811
+def new_conversation(mesh: Mesh, edge: httpx.AsyncClient) -> ConversationMaker:
     """Makes a conversation the user owns and returns its id.
 
     With chat_svc in the mesh, a VOICE conversation is created through Envoy (ownership is real);

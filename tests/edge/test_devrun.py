@@ -18,6 +18,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from livekit import api
 
 from devrun.banner import render_banner
+from devrun.envoy_config import envoy_binary
 from devrun.ports import free_port
 from devrun.run import PortTaken, check_ports, plan_ports
 from devrun.settings import RunSettings
@@ -292,3 +293,45 @@ def test_make_run_starts_the_embedded_store_unless_told_otherwise(
     env: dict[str, str], embedded: bool
 ) -> None:
     assert RunSettings.model_validate(env).uses_embedded_store is embedded
+
+
+@pytest.mark.unit
+def test_envoy_config_command_renders_a_valid_config_from_the_environment(tmp_path: Path) -> None:
+    out = tmp_path / "edge.json"
+    env = _clean_env(
+        AGENT_SVC_ADDRESS="agent:50051",
+        CHAT_SVC_ADDRESS="chat:50052",
+        ENVOY_PORT="18080",
+        CORS_ALLOWED_ORIGINS="https://app.example",
+    )
+    result = _devrun("envoy-config", "--out", str(out), "--listen-host", "0.0.0.0", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(out.read_text())
+    listener = rendered["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener == {"address": "0.0.0.0", "port_value": 18080}
+    clusters = {c["name"]: c for c in rendered["static_resources"]["clusters"]}
+    endpoint = clusters["chat_svc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "chat", "port_value": 50052}
+    validated = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(out), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+@pytest.mark.unit
+def test_envoy_config_command_names_a_bad_address(tmp_path: Path) -> None:
+    env = _clean_env(AGENT_SVC_ADDRESS="no-port")
+    result = _devrun("envoy-config", "--out", str(tmp_path / "e.json"), env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no-port" in result.stderr
+
+
+@pytest.mark.mesh
+def test_make_run_explains_dev_mode_off_without_a_secret(run_env: dict[str, str], tmp_path: Path) -> None:
+    result = _devrun(env={**run_env, "SYNTERA_DEV_MODE": "false"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "SYNTERA_JWT_SECRET is empty" in result.stderr

@@ -154,3 +154,19 @@ def test_cluster_kind_follows_the_address() -> None:
 def test_bootstrap_file_must_be_json(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.json"):
         write_bootstrap(EdgeConfig(), tmp_path / "envoy.yaml")
+
+
+def test_edge_replies_are_json_for_rest_clients_and_untrusted_headers_dropped() -> None:
+    hcm = _hcm(render_bootstrap(EdgeConfig()))
+    assert hcm["use_remote_address"] is True
+    mappers = hcm["local_reply_config"]["mappers"]
+    codes = {
+        m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"][
+            "default_value"
+        ]: m["body_format_override"]["json_format"]["code"]
+        for m in mappers
+    }
+    assert codes[503] == 14
+    assert codes[404] == 5
+    assert codes[400] == 3
+    assert all(m["body_format_override"]["content_type"] == "application/json" for m in mappers)

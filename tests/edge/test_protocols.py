@@ -155,6 +155,7 @@ async def test_report_transcript_is_not_reachable_through_envoy(mesh: Mesh, edge
         "/v1/conversations/c1:reportTranscript", json={"segments": []}, headers=service_auth
     )
     assert rest.status_code == 404
+    assert rest.json() == {"code": 5, "message": "not found"}
     for spelling in (
         REPORT_TRANSCRIPT,
         REPORT_TRANSCRIPT.lower(),

@@ -189,12 +189,14 @@ async def test_malformed_json_gets_400(edge: httpx.AsyncClient) -> None:
 async def test_unknown_query_parameter_gets_400(edge: httpx.AsyncClient) -> None:
     reply = await edge.get("/api/livekit/room/c1/participants?admin=1", headers=_auth(user_token("alice")))
     assert reply.status_code == 400
-    assert "admin" in reply.text
+    assert reply.json()["code"] == 3
+    assert "admin" in reply.json()["message"]
 
 
 async def test_unknown_path_gets_404(edge: httpx.AsyncClient) -> None:
     reply = await edge.post("/api/livekit/tokens", json={}, headers=_auth(user_token("alice")))
     assert reply.status_code == 404
+    assert reply.json()["code"] == 5
 
 
 async def test_a_user_cannot_ask_for_someone_elses_token(

@@ -1,11 +1,9 @@
 """The real mesh for `mesh` tests: agent_svc, chat_svc, the LiveKit stand-in and Envoy as processes.
 
-Usage — in your folder's conftest.py::
-
-    from tests.support.mesh import mesh, mesh_factory  # noqa: F401  (re-exported fixtures)
-
-then either take the shared, session-wide `mesh` (read-mostly tests; isolate by ids) or build your own
-with `mesh_factory(...)` when a test kills, restarts or reconfigures processes::
+Usage — tests/conftest.py re-exports the fixtures `mesh` and `mesh_factory` for every folder (do not
+import them again in a folder's conftest: that would define a second session-wide mesh). Either
+take the shared, session-wide `mesh` (read-mostly tests; isolate by ids) or build your own with
+`mesh_factory(...)` when a test kills, restarts or reconfigures processes::
 
     async def test_x(mesh: Mesh) -> None:
         async with httpx.AsyncClient(base_url=mesh.envoy_url) as http: ...

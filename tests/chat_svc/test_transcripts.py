@@ -1,0 +1,163 @@
+"""ReportTranscript: per-segment upsert, gap-free seq, final never back to interim, validation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from syntera.conversation.v1 import conversation_service_pb2 as api
+from syntera.conversation.v1 import resources_pb2 as pb
+from tests.chat_svc.calls import TIMEOUT, as_service, as_user, create, report, segment, violations
+from tests.chat_svc.support import ChatInProcess
+
+pytestmark = pytest.mark.grpc
+
+
+async def _messages(chat: ChatInProcess, conversation_id: str) -> list[pb.Message]:
+    listed = await chat.stub.ListMessages(
+        api.ListMessagesRequest(conversation_id=conversation_id, page_size=500),
+        metadata=as_user("alice"),
+        timeout=TIMEOUT,
+    )
+    return list(listed.messages)
+
+
+async def test_interim_then_final_updates_in_place(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    first = await report(chat.stub, conversation_id, segment("s1", "hel", final=False))
+    final = await report(chat.stub, conversation_id, segment("s1", "hello", final=True))
+    repeat = await report(chat.stub, conversation_id, segment("s1", "hello", final=True))
+    late_interim = await report(chat.stub, conversation_id, segment("s1", "hel", final=False))
+    assert [(r.seq, r.revision, r.created) for r in first.results] == [(1, 1, True)]
+    assert [(r.seq, r.revision, r.created) for r in final.results] == [(1, 2, False)]
+    assert [(r.seq, r.revision) for r in repeat.results] == [(1, 2)]
+    assert [(r.seq, r.revision) for r in late_interim.results] == [(1, 2)]
+    (stored,) = await _messages(chat, conversation_id)
+    assert (stored.text, stored.final, stored.revision, stored.source) == (
+        "hello",
+        True,
+        2,
+        pb.MESSAGE_SOURCE_TRANSCRIPT,
+    )
+
+
+async def test_fields_are_stored(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    full = pb.TranscriptSegment(
+        segment_id="room:conversation:x/item_1",
+        role=pb.ROLE_AGENT,
+        text="I was saying",
+        final=True,
+        interrupted=True,
+        start_time=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5000),
+        end_time=timestamp_pb2.Timestamp(seconds=1_700_000_002),
+        language="en-US",
+        confidence=0.5,
+        metrics=pb.TurnMetrics(
+            end_of_turn_delay=duration_pb2.Duration(nanos=300_000_000),
+            llm_time_to_first_token=duration_pb2.Duration(nanos=150_000_000),
+            tts_time_to_first_byte=duration_pb2.Duration(seconds=1),
+        ),
+    )
+    await report(chat.stub, conversation_id, full)
+    (stored,) = await _messages(chat, conversation_id)
+    assert stored.interrupted and stored.role == pb.ROLE_AGENT and stored.language == "en-US"
+    assert stored.start_time == full.start_time and stored.end_time == full.end_time
+    assert stored.metrics == full.metrics
+    assert stored.confidence == pytest.approx(0.5)
+    assert stored.sender_id == "voice_worker"
+
+
+async def test_concurrent_reports_keep_seq_gap_free(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    # Several reporters at once, each segment twice (a retry racing the original).
+    await asyncio.gather(
+        *(
+            report(chat.stub, conversation_id, segment(f"s{n}", f"turn {n}"))
+            for n in range(12)
+            for _ in range(2)
+        )
+    )
+    stored = await _messages(chat, conversation_id)
+    assert [m.seq for m in stored] == list(range(1, 13))
+    assert sorted(m.segment_id for m in stored) == sorted(f"s{n}" for n in range(12))
+
+
+async def test_transcripts_accepted_after_the_call_ended(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    await chat.stub.EndConversation(
+        api.EndConversationRequest(conversation_id=conversation_id),
+        metadata=as_user("alice"),
+        timeout=TIMEOUT,
+    )
+    result = await report(chat.stub, conversation_id, segment("late", "flushed after hang-up"))
+    assert result.results[0].created
+
+
+async def test_user_cannot_report(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat.stub.ReportTranscript(
+            api.ReportTranscriptRequest(conversation_id=conversation_id, segments=[segment("s", "x")]),
+            metadata=as_user("alice"),
+            timeout=TIMEOUT,
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_every_bad_field_is_named(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    bad = [
+        pb.TranscriptSegment(segment_id="", role=pb.ROLE_USER, text="a", final=True),
+        pb.TranscriptSegment(segment_id="has space", role=pb.ROLE_USER, text="a", final=True),
+        pb.TranscriptSegment(segment_id="ok", role=pb.ROLE_UNSPECIFIED, text="a", final=True),
+        pb.TranscriptSegment(segment_id="ok", role=pb.ROLE_USER, text="", final=True),
+        pb.TranscriptSegment(segment_id="ok", role=pb.ROLE_USER, text="x" * 20001),
+        pb.TranscriptSegment(
+            segment_id="ok",
+            role=pb.ROLE_USER,
+            text="a",
+            start_time=timestamp_pb2.Timestamp(seconds=10),
+            end_time=timestamp_pb2.Timestamp(seconds=5),
+        ),
+        pb.TranscriptSegment(segment_id="ok", role=pb.ROLE_USER, text="a", confidence=1.5),
+        pb.TranscriptSegment(segment_id="ok", role=pb.ROLE_USER, text="a", language="not a tag"),
+        pb.TranscriptSegment(
+            segment_id="ok",
+            role=pb.ROLE_AGENT,
+            text="a",
+            metrics=pb.TurnMetrics(tts_time_to_first_byte=duration_pb2.Duration(seconds=-1)),
+        ),
+        pb.TranscriptSegment(segment_id="ok", role=pb.ROLE_USER, text="a", interrupted=True),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat.stub.ReportTranscript(
+            api.ReportTranscriptRequest(conversation_id=conversation_id, segments=bad),
+            metadata=as_service(),
+            timeout=TIMEOUT,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value) == [
+        "segments[0].segment_id",
+        "segments[1].segment_id",
+        "segments[2].role",
+        "segments[3].text",
+        "segments[4].text",
+        "segments[5].end_time",
+        "segments[6].confidence",
+        "segments[7].language",
+        "segments[8].metrics.tts_time_to_first_byte",
+        "segments[9].interrupted",
+    ]
+    assert await _messages(chat, conversation_id) == []
+    for segments, expected in (([], "segments"), ([segment(f"s{n}", "a") for n in range(101)], "segments")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await chat.stub.ReportTranscript(
+                api.ReportTranscriptRequest(conversation_id=conversation_id, segments=segments),
+                metadata=as_service(),
+                timeout=TIMEOUT,
+            )
+        assert violations(caught.value) == [expected]
