@@ -33,6 +33,11 @@ _WATCHED_OPERATIONS = ["insert", "update", "replace"]
 _BATCH_MAX = 500
 _RETRY_MIN_SECONDS = 0.1
 _RETRY_MAX_SECONDS = 2.0
+_CLOSE_WAIT_SECONDS = 5.0
+
+
+class _CursorLost(Exception):
+    """The change stream's server cursor is gone without an error."""
 
 
 class Signal(enum.Enum):
@@ -129,10 +134,10 @@ class ChangeFeed:
                 subscription.put(Signal.CLOSED)
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            done, _ = await asyncio.wait({self._task}, timeout=_CLOSE_WAIT_SECONDS)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("change feed ended with an error", feed=self._name)
 
     def subscribe(self, key: str, subscription: Subscription) -> None:
         self._subscribers.setdefault(key, set()).add(subscription)
@@ -176,7 +181,9 @@ class ChangeFeed:
                         log.info("change stream reopened", feed=self._name)
                         self._broadcast(Signal.RESYNC)
                     delay = _RETRY_MIN_SECONDS
-                    while True:
+                    # The flag, not only cancellation, ends the loop: the driver may absorb a
+                    # cancellation that lands inside one of its own awaits.
+                    while not self._closed:
                         batch: list[dict[str, Any]] = []
                         while len(batch) < _BATCH_MAX:
                             change = await stream.try_next()
@@ -191,10 +198,14 @@ class ChangeFeed:
                             log.info("store connection was reset; resyncing watchers", feed=self._name)
                             self._broadcast(Signal.RESYNC)
                         if not batch:
+                            if not stream.alive:
+                                # The server dropped the cursor (the embedded store does so
+                                # silently after a restart): reopen from the resume token.
+                                raise _CursorLost
                             await asyncio.sleep(self._poll)
             except asyncio.CancelledError:
                 raise
-            except PyMongoError as exc:
+            except (PyMongoError, _CursorLost) as exc:
                 self._open.clear()
                 reopened = True
                 if isinstance(exc, OperationFailure):

@@ -128,6 +128,8 @@ class Call:
             await self.session.aclose()
         finally:
             self.recorder.close()
+            # A turn still interim (heard, never committed) is final as it stands now the call is over.
+            self.outbox.finalize_open_turns()
             delivered = await self.sender.flush(self.settings.flush_timeout_seconds)
             await self.sender.aclose()
             pending = self.outbox.pending_count()

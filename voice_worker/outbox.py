@@ -9,6 +9,12 @@ Why one row per segment: a newer state of a turn that is still unsent replaces t
 place (keeping its position), so the sender only ever sends each segment's latest state in the
 order the turns began. A resent batch is therefore harmless: chat_svc keys segments by id.
 
+Why open turns are remembered: an interim user turn is sent (and acknowledged) before the user
+has finished speaking. If the process dies then, chat_svc would keep that turn as interim for
+good. So the latest state of every turn that has not been finalised is also kept in `open_turns`
+until its final state is recorded; whoever adopts the file finalises those turns as heard, as a
+clean end of the call would have done.
+
 Durability: WAL with synchronous=NORMAL survives the process being killed (SIGKILL), which is
 the failure the outbox is for; it does not promise to survive a power cut.
 """
@@ -19,7 +25,7 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from voice_worker.segments import Segment
@@ -32,6 +38,11 @@ CREATE TABLE IF NOT EXISTS pending (
     conversation_id TEXT NOT NULL,
     segment_id TEXT NOT NULL UNIQUE,
     version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_turns (
+    segment_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead (
@@ -83,11 +94,38 @@ class Outbox:
 
     def put(self, conversation_id: str, segment: Segment) -> None:
         """Persists the newest state of a segment (replacing an unsent older state in place)."""
-        self._db.execute(
-            "INSERT INTO pending (conversation_id, segment_id, version, body) VALUES (?, ?, 1, ?) "
-            "ON CONFLICT(segment_id) DO UPDATE SET version = version + 1, body = excluded.body",
-            (conversation_id, segment.segment_id, segment.to_json()),
-        )
+        body = segment.to_json()
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO pending (conversation_id, segment_id, version, body) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT(segment_id) DO UPDATE SET version = version + 1, body = excluded.body",
+                (conversation_id, segment.segment_id, body),
+            )
+            if segment.final:
+                self._db.execute("DELETE FROM open_turns WHERE segment_id = ?", (segment.segment_id,))
+            else:
+                self._db.execute(
+                    "INSERT INTO open_turns (segment_id, conversation_id, body) VALUES (?, ?, ?) "
+                    "ON CONFLICT(segment_id) DO UPDATE SET body = excluded.body",
+                    (segment.segment_id, conversation_id, body),
+                )
+
+    def finalize_open_turns(self) -> int:
+        """Records every turn still interim as final with the text heard so far; returns how many.
+
+        Called when the call is over: by the owner at its end, or by a process adopting the file
+        of one that died mid-turn. A turn with no text heard is dropped (there is nothing to store).
+        """
+        rows = self._db.execute("SELECT conversation_id, body FROM open_turns ORDER BY rowid").fetchall()
+        finalized = 0
+        for conversation_id, body in rows:
+            segment = Segment.from_json(body)
+            if segment.text.strip():
+                self.put(conversation_id, replace(segment, final=True))
+                finalized += 1
+            else:
+                self._db.execute("DELETE FROM open_turns WHERE segment_id = ?", (segment.segment_id,))
+        return finalized
 
     def peek(self, limit: int) -> list[Pending]:
         """The oldest pending segments of the oldest conversation, at most `limit`."""
@@ -126,13 +164,18 @@ class Outbox:
         row = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()
         return int(row[0])
 
+    def open_count(self) -> int:
+        """Turns whose final state has not been recorded yet."""
+        row = self._db.execute("SELECT COUNT(*) FROM open_turns").fetchone()
+        return int(row[0])
+
     def dead_count(self) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM dead").fetchone()
         return int(row[0])
 
     def close(self, *, remove_if_done: bool = True) -> None:
         """Closes the file; deletes it when nothing is pending or dead, then releases the lock."""
-        done = self.pending_count() == 0 and self.dead_count() == 0
+        done = self.pending_count() == 0 and self.dead_count() == 0 and self.open_count() == 0
         self._db.close()
         if remove_if_done and done:
             for suffix in ("", "-wal", "-shm"):

@@ -153,6 +153,8 @@ async def drain_orphans(
     loop = asyncio.get_running_loop()
     deadline = None if budget_seconds is None else loop.time() + budget_seconds
     for box in orphaned(directory):
+        # Its owner is gone, so its call is over: a turn cut off mid-speech is final as heard.
+        box.finalize_open_turns()
         left = box.pending_count()
         log.info("sending turns left by an earlier worker", outbox=box.path.name, pending=left)
         sender = OutboxSender(box, sink, initial_backoff=initial_backoff, max_backoff=max_backoff)

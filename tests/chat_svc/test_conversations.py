@@ -117,7 +117,8 @@ async def test_end_is_idempotent_and_deletes_the_room(chat: ChatInProcess, fake_
     ended = await chat.stub.EndConversation(request, metadata=as_user("alice"), timeout=TIMEOUT)
     again = await chat.stub.EndConversation(request, metadata=as_user("alice"), timeout=TIMEOUT)
     assert ended.conversation.status == pb.CONVERSATION_STATUS_ENDED
-    assert ended.conversation.HasField("end_time") and ended.conversation.HasField("duration")
+    assert ended.conversation.HasField("end_time")
+    assert ended.conversation.HasField("duration")
     assert again.conversation.end_time == ended.conversation.end_time
     assert fake_agent.deleted_rooms == [conversation_id]
     assert ended.conversation.metadata["room_cleanup"] == "done"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import jwt
 import grpc
+import jwt
 import pytest
 
 from servicekit import auth
@@ -67,7 +67,8 @@ async def test_cross_user_access_is_refused(chat: ChatInProcess) -> None:
         metadata=as_user("alice"),
         timeout=TIMEOUT,
     )
-    assert got.conversation.status == pb.CONVERSATION_STATUS_ACTIVE and got.conversation.last_seq == 0
+    assert got.conversation.status == pb.CONVERSATION_STATUS_ACTIVE
+    assert got.conversation.last_seq == 0
 
 
 async def test_services_may_read_any_conversation(chat: ChatInProcess) -> None:

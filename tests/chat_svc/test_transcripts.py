@@ -64,8 +64,11 @@ async def test_fields_are_stored(chat: ChatInProcess) -> None:
     )
     await report(chat.stub, conversation_id, full)
     (stored,) = await _messages(chat, conversation_id)
-    assert stored.interrupted and stored.role == pb.ROLE_AGENT and stored.language == "en-US"
-    assert stored.start_time == full.start_time and stored.end_time == full.end_time
+    assert stored.interrupted
+    assert stored.role == pb.ROLE_AGENT
+    assert stored.language == "en-US"
+    assert stored.start_time == full.start_time
+    assert stored.end_time == full.end_time
     assert stored.metrics == full.metrics
     assert stored.confidence == pytest.approx(0.5)
     assert stored.sender_id == "voice_worker"

@@ -42,7 +42,7 @@ class Watcher:
             elif kind == "conversation_ended":
                 self.ended = event.conversation_ended
 
-    async def wait_for(self, predicate: object, timeout: float = TIMEOUT) -> None:
+    async def wait_for(self, predicate: object, limit_seconds: float = TIMEOUT) -> None:
         async def poll() -> None:
             while not predicate():  # type: ignore[operator]
                 if self.task.done():
@@ -50,7 +50,7 @@ class Watcher:
                     raise AssertionError("the stream ended early")
                 await asyncio.sleep(0.02)
 
-        await asyncio.wait_for(poll(), timeout)
+        await asyncio.wait_for(poll(), limit_seconds)
 
     def finals(self) -> list[tuple[int, str]]:
         return [(m.seq, m.text) for m in self.messages if m.final]
@@ -149,7 +149,7 @@ async def test_watch_conversations_streams_created_and_ended(chat: ChatInProcess
 
     task = asyncio.create_task(collect())
     try:
-        while not events:  # the first keep-alive proves the stream is subscribed
+        while not events:  # the first keep-alive proves the stream is subscribed  # noqa: ASYNC110 - polls state another task fills in
             await asyncio.sleep(0.02)
         conversation_id = (await create(chat.stub, "alice")).conversation.conversation_id
         await create(chat.stub, "bob")  # someone else's: never shown to alice
@@ -159,7 +159,7 @@ async def test_watch_conversations_streams_created_and_ended(chat: ChatInProcess
             timeout=TIMEOUT,
         )
         deadline = asyncio.get_running_loop().time() + TIMEOUT
-        while len(events) < 3 and asyncio.get_running_loop().time() < deadline:
+        while len(events) < 3 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls state another task fills in
             await asyncio.sleep(0.02)
         assert events == [
             ("keep_alive", ""),
