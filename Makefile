@@ -35,6 +35,7 @@ lint: bootstrap buf-check typecheck
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy
+	cd web && npm run --silent typecheck
 
 buf-check: bootstrap
 	$(BUF) lint

@@ -141,6 +141,8 @@ class Watchers:
             if ended is not None:
                 yield ConversationEnded(ended)
                 return
+            # Tells the client the replay is done and it is live (proxies also flush headers on it).
+            yield KeepAlive()
             while True:
                 item = await subscription.get(self._keepalive)
                 if item is None:
@@ -176,6 +178,7 @@ class Watchers:
         ended_sent: set[str] = set()
         try:
             await self._conversations_feed.wait_open(self._store_timeout)
+            yield KeepAlive()  # subscribed: from here on nothing is missed
             while True:
                 item = await subscription.get(self._keepalive)
                 if item is None:

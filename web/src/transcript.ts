@@ -39,15 +39,23 @@ export class Transcript {
     return true;
   }
 
-  /** The resume point for WatchConversation: the highest `seq` held (0 when none). */
+  /**
+   * The resume point for WatchConversation, as the contract defines it: the highest `seq` up to which
+   * every held message is final (the lowest interim `seq` minus one, else the highest `seq`), so a
+   * turn that became final while the stream was down is sent again. 0 when nothing is held.
+   */
   get lastSeq(): bigint {
     let last = 0n;
-    for (const seq of this.entries.keys()) {
-      if (seq > last) {
-        last = seq;
+    let lowestInterim: bigint | undefined;
+    for (const entry of this.entries.values()) {
+      if (entry.seq > last) {
+        last = entry.seq;
+      }
+      if (!entry.final && (lowestInterim === undefined || entry.seq < lowestInterim)) {
+        lowestInterim = entry.seq;
       }
     }
-    return last;
+    return lowestInterim === undefined ? last : lowestInterim - 1n;
   }
 
   /** Entries in `seq` order. */

@@ -71,7 +71,7 @@ export class ConversationWatch {
             this.handlers.onEnded(event.value.conversation);
             return;
           }
-          // keepAlive: nothing to do; it only keeps proxies from closing an idle stream.
+          // keepAlive: the first one says the replay is done; later ones keep proxies from closing the stream.
         }
       } catch (error) {
         if (signal.aborted) {

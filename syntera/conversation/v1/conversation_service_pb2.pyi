@@ -444,8 +444,9 @@ class WatchConversationRequest(_message.Message):
     conversation_id: _builtins.str
     """Required. The conversation's id."""
     after_seq: _builtins.int
-    """Optional. Resume point: the highest `seq` the client holds; 0 replays everything.
-    Messages at or below it that are still interim are sent again in their current state.
+    """Optional. Resume point: the highest `seq` up to which the client holds every message in its
+    final state (its lowest interim `seq` minus one, or else its highest `seq`); 0 replays
+    everything. Messages at or below it that are still interim are sent again as they are now.
     """
     def __init__(
         self,

@@ -141,14 +141,16 @@ class ConversationServiceServicer:
 
     def WatchConversation(self, request, context):
         """Streams a conversation's events: first every stored message after `after_seq`, then live
-        changes, with no gap and no duplicate between the two. Sends keep-alives while idle.
+        changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
+        (the client is live from then on); more follow while idle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchConversations(self, request, context):
-        """Streams the caller's conversation created and ended events as they happen.
+        """Streams the caller's conversation created and ended events as they happen. A first keep-alive
+        confirms the subscription; more follow while idle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,10 +55,13 @@ class ConversationServiceStub:
     """
     WatchConversation: _grpc.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationRequest, _conversation_service_pb2.WatchConversationResponse]
     """Streams a conversation's events: first every stored message after `after_seq`, then live
-    changes, with no gap and no duplicate between the two. Sends keep-alives while idle.
+    changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
+    (the client is live from then on); more follow while idle.
     """
     WatchConversations: _grpc.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationsRequest, _conversation_service_pb2.WatchConversationsResponse]
-    """Streams the caller's conversation created and ended events as they happen."""
+    """Streams the caller's conversation created and ended events as they happen. A first keep-alive
+    confirms the subscription; more follow while idle.
+    """
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -87,10 +90,13 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """
     WatchConversation: _aio.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationRequest, _conversation_service_pb2.WatchConversationResponse]  # type: ignore[assignment]
     """Streams a conversation's events: first every stored message after `after_seq`, then live
-    changes, with no gap and no duplicate between the two. Sends keep-alives while idle.
+    changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
+    (the client is live from then on); more follow while idle.
     """
     WatchConversations: _aio.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationsRequest, _conversation_service_pb2.WatchConversationsResponse]  # type: ignore[assignment]
-    """Streams the caller's conversation created and ended events as they happen."""
+    """Streams the caller's conversation created and ended events as they happen. A first keep-alive
+    confirms the subscription; more follow while idle.
+    """
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Conversations between users and AI agents: text messages, voice and video calls, and their
@@ -164,7 +170,8 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_conversation_service_pb2.WatchConversationResponse], _abc.AsyncIterator[_conversation_service_pb2.WatchConversationResponse]]:
         """Streams a conversation's events: first every stored message after `after_seq`, then live
-        changes, with no gap and no duplicate between the two. Sends keep-alives while idle.
+        changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
+        (the client is live from then on); more follow while idle.
         """
 
     @_abc_1.abstractmethod
@@ -173,6 +180,8 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversation_service_pb2.WatchConversationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_conversation_service_pb2.WatchConversationsResponse], _abc.AsyncIterator[_conversation_service_pb2.WatchConversationsResponse]]:
-        """Streams the caller's conversation created and ended events as they happen."""
+        """Streams the caller's conversation created and ended events as they happen. A first keep-alive
+        confirms the subscription; more follow while idle.
+        """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

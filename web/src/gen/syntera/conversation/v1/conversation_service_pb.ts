@@ -458,8 +458,9 @@ export type WatchConversationRequest = Message<"syntera.conversation.v1.WatchCon
   conversationId: string;
 
   /**
-   * Optional. Resume point: the highest `seq` the client holds; 0 replays everything.
-   * Messages at or below it that are still interim are sent again in their current state.
+   * Optional. Resume point: the highest `seq` up to which the client holds every message in its
+   * final state (its lowest interim `seq` minus one, or else its highest `seq`); 0 replays
+   * everything. Messages at or below it that are still interim are sent again as they are now.
    *
    * @generated from field: int64 after_seq = 2;
    */
@@ -695,7 +696,8 @@ export const ConversationService: GenService<{
   },
   /**
    * Streams a conversation's events: first every stored message after `after_seq`, then live
-   * changes, with no gap and no duplicate between the two. Sends keep-alives while idle.
+   * changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
+   * (the client is live from then on); more follow while idle.
    *
    * @generated from rpc syntera.conversation.v1.ConversationService.WatchConversation
    */
@@ -705,7 +707,8 @@ export const ConversationService: GenService<{
     output: typeof WatchConversationResponseSchema;
   },
   /**
-   * Streams the caller's conversation created and ended events as they happen.
+   * Streams the caller's conversation created and ended events as they happen. A first keep-alive
+   * confirms the subscription; more follow while idle.
    *
    * @generated from rpc syntera.conversation.v1.ConversationService.WatchConversations
    */
