@@ -72,6 +72,15 @@ class Conversations:
             raise permission_denied("this conversation belongs to another user", "NOT_CONVERSATION_OWNER")
         return conversation
 
+    async def merge_metadata(self, conversation_id: str, entries: dict[str, str]) -> None:
+        """Sets metadata entries the call reporter knows (e.g. `providers`), leaving the others."""
+        if not entries:
+            return
+        with store_errors():
+            await self._c.conversations.update_one(
+                {"_id": conversation_id}, {"$set": {f"metadata.{k}": v for k, v in entries.items()}}
+            )
+
     async def get(self, principal: Principal, conversation_id: str) -> Conversation:
         conversation = await self.authorize(principal, conversation_id)
         return await self.with_last_seq(conversation)

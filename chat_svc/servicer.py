@@ -100,6 +100,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             current_principal(),
             request.conversation_id,
             [mapping.segment_from_pb(s) for s in request.segments],
+            dict(request.call_metadata),
         )
         return api.ReportTranscriptResponse(
             results=[

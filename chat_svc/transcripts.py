@@ -12,8 +12,9 @@ Rules (the contract's, and the ones we chose where it is silent):
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,10 @@ _NANOS_MAX = 999_999_999
 _MAX_UPDATE_ATTEMPTS = 32
 # Conversations are never deleted, so "this id exists" can be remembered (bounded).
 _KNOWN_MAX = 10_000
+# Call metadata from reporters: a few short, plain entries (keys are also MongoDB field names).
+_CALL_METADATA_MAX_ENTRIES = 16
+_CALL_METADATA_KEY = re.compile(r"[a-z0-9_]{1,40}")
+_CALL_METADATA_VALUE_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,22 @@ class _Segment:
     segment_id: str
     role: Role
     fields: dict[str, Any]
+
+
+def validate_call_metadata(entries: Mapping[str, str]) -> dict[str, str]:
+    """The reporter's call metadata, or INVALID_ARGUMENT naming the bad entry."""
+    violations = Violations()
+    if len(entries) > _CALL_METADATA_MAX_ENTRIES:
+        violations.add("call_metadata", f"at most {_CALL_METADATA_MAX_ENTRIES} entries")
+    for key, value in entries.items():
+        if not _CALL_METADATA_KEY.fullmatch(key):
+            violations.add("call_metadata", "keys are 1 to 40 characters from a-z, 0-9 and _")
+        elif len(value) > _CALL_METADATA_VALUE_MAX or not value.isprintable():
+            violations.add(
+                f"call_metadata[{key}]", f"at most {_CALL_METADATA_VALUE_MAX} printable characters"
+            )
+    violations.raise_if_any()
+    return dict(entries)
 
 
 def validate_segments(conversation_id: str, segments: Sequence[SegmentInput]) -> list[_Segment]:
@@ -191,20 +212,31 @@ class Transcripts:
         self._c = collections
         self._conversations = conversations
         self._messages = messages
-        self._known: set[str] = set()
+        # Conversation ids known to exist, with the call metadata already merged into each.
+        self._known: dict[str, dict[str, str]] = {}
 
     async def report(
-        self, principal: Principal, conversation_id: str, segments: Sequence[SegmentInput]
+        self,
+        principal: Principal,
+        conversation_id: str,
+        segments: Sequence[SegmentInput],
+        call_metadata: Mapping[str, str] | None = None,
     ) -> list[SegmentResult]:
-        """Stores the segments in order; one result per segment."""
+        """Stores the segments in order (one result per segment) and merges the call metadata."""
         if not principal.is_service:
             raise permission_denied("only services may report transcripts", "SERVICE_ONLY")
         valid = validate_segments(conversation_id, segments)
+        call_metadata = validate_call_metadata(call_metadata or {})
         if conversation_id not in self._known:
             await self._conversations.load(conversation_id)
             if len(self._known) >= _KNOWN_MAX:
                 self._known.clear()
-            self._known.add(conversation_id)
+            self._known[conversation_id] = {}
+        merged = self._known[conversation_id]
+        fresh = {k: v for k, v in call_metadata.items() if merged.get(k) != v}
+        if fresh:
+            await self._conversations.merge_metadata(conversation_id, fresh)
+            merged.update(fresh)
         results = [await self._apply(principal, conversation_id, i, s) for i, s in enumerate(valid)]
         log.info(
             "transcript reported",

@@ -164,3 +164,50 @@ async def test_every_bad_field_is_named(chat: ChatInProcess) -> None:
                 timeout=TIMEOUT,
             )
         assert violations(caught.value) == [expected]
+
+
+async def test_call_metadata_is_merged_into_the_conversation(chat: ChatInProcess) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    for providers in ("offline", "offline", "cloud"):
+        await chat.stub.ReportTranscript(
+            api.ReportTranscriptRequest(
+                conversation_id=conversation_id,
+                segments=[segment("s1", "hello")],
+                call_metadata={"providers": providers, "stt": "whisper-tiny.en"},
+            ),
+            metadata=as_service(),
+            timeout=TIMEOUT,
+        )
+    got = await chat.stub.GetConversation(
+        api.GetConversationRequest(conversation_id=conversation_id),
+        metadata=as_user("alice"),
+        timeout=TIMEOUT,
+    )
+    assert got.conversation.metadata["providers"] == "cloud"
+    assert got.conversation.metadata["stt"] == "whisper-tiny.en"
+    # What chat_svc itself put there at call setup is kept.
+    assert got.conversation.metadata["agent_name"] == "syntera-voice"
+
+
+@pytest.mark.parametrize(
+    ("entries", "field"),
+    [
+        ({"Providers": "offline"}, "call_metadata"),
+        ({"a.b": "x"}, "call_metadata"),
+        ({"$set": "x"}, "call_metadata"),
+        ({"stt": "x" * 201}, "call_metadata[stt]"),
+        ({f"k{i}": "v" for i in range(17)}, "call_metadata"),
+    ],
+)
+async def test_bad_call_metadata_is_named(chat: ChatInProcess, entries: dict[str, str], field: str) -> None:
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat.stub.ReportTranscript(
+            api.ReportTranscriptRequest(
+                conversation_id=conversation_id, segments=[segment("s1", "hello")], call_metadata=entries
+            ),
+            metadata=as_service(),
+            timeout=TIMEOUT,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violations(caught.value)

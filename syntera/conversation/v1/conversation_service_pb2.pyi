@@ -353,23 +353,53 @@ class ReportTranscriptRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CallMetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     SEGMENTS_FIELD_NUMBER: _builtins.int
+    CALL_METADATA_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Required. The conversation's id."""
     @_builtins.property
     def segments(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.TranscriptSegment]:
         """Required. 1 to 100 segments, applied in order."""
 
+    @_builtins.property
+    def call_metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional. Facts about the call only the reporter knows, such as `providers` (`offline` or
+        `cloud`) and the STT, LLM and TTS model names; merged into the conversation's `metadata`.
+        At most 16 entries; keys of 1 to 40 characters from `a-z`, `0-9` and `_`; values of at most
+        200 characters.
+        """
+
     def __init__(
         self,
         *,
         conversation_id: _builtins.str = ...,
         segments: _abc.Iterable[_resources_pb2.TranscriptSegment] | None = ...,
+        call_metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "segments", b"segments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_metadata", b"call_metadata", "conversation_id", b"conversation_id", "segments", b"segments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
