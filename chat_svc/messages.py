@@ -27,6 +27,8 @@ log = structlog.get_logger("chat_svc.messages")
 
 # Each failed attempt means another writer just took that seq; this many in a row means a pile-up.
 _MAX_SEQ_ATTEMPTS = 64
+# Conversations whose next seq this process remembers (bounded; forgetting only costs a read).
+_SEQ_HINTS_MAX = 10_000
 
 
 class MessageLog:
@@ -39,6 +41,10 @@ class MessageLog:
         self._conversations = conversations
         self._page_size = page_size
         self._page_size_max = page_size_max
+        # The seq after the last one this process inserted. It can lag (another replica wrote since)
+        # but never run ahead of the stored messages, so trying it first cannot make a gap; a lagging
+        # hint just fails on the unique index and falls back to reading the highest seq.
+        self._seq_hints: dict[str, int] = {}
 
     async def append(
         self, conversation_id: str, build: Callable[[int], Document], unique_key: tuple[str, str] | None
@@ -48,12 +54,19 @@ class MessageLog:
         If `unique_key` (field, value) already exists in the conversation (a retry, or a concurrent
         writer of the same segment or request), returns that document with created=False instead.
         """
+        hint = self._seq_hints.pop(conversation_id, None)
         for _ in range(_MAX_SEQ_ATTEMPTS):
-            with store_errors():
-                top = await self._c.messages.find_one(
-                    {"conversation_id": conversation_id}, sort=[("seq", DESCENDING)], projection={"seq": True}
-                )
-            doc = build(int(top["seq"]) + 1 if top else 1)
+            if hint is not None:
+                seq, hint = hint, None
+            else:
+                with store_errors():
+                    top = await self._c.messages.find_one(
+                        {"conversation_id": conversation_id},
+                        sort=[("seq", DESCENDING)],
+                        projection={"seq": True},
+                    )
+                seq = int(top["seq"]) + 1 if top else 1
+            doc = build(seq)
             try:
                 with store_errors():
                     await self._c.messages.insert_one(doc)
@@ -63,6 +76,9 @@ class MessageLog:
                     if existing is not None:
                         return existing, False
                 continue  # the seq was taken: try the next one
+            if len(self._seq_hints) >= _SEQ_HINTS_MAX:
+                self._seq_hints.clear()
+            self._seq_hints[conversation_id] = seq + 1
             return doc, True
         log.warning("seq allocation contended", conversation_id=conversation_id)
         raise DomainError(ErrorKind.UNAVAILABLE, "SEQ_CONTENTION", "too many concurrent writers; try again")
