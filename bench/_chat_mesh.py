@@ -1,4 +1,4 @@
-"""A throwaway store + agent_svc stand-in + chat_svc process for the chat_svc benchmarks."""
+"""A throwaway mesh for the chat_svc benchmarks: store, real agent_svc, LiveKit stand-in, chat_svc."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.chat_svc.processes import address, chat_process, wait_serving
-from tests.chat_svc.support import FakeAgentSvc, running_fake_agent
 from tests.conftest import Store
+from tests.support.mesh import start_mesh
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -21,18 +20,17 @@ def percentile(values: list[float], fraction: float) -> float:
 
 @asynccontextmanager
 async def chat_mesh() -> AsyncIterator[str]:
-    """Yields the address of a serving chat_svc on its own embedded store."""
+    """Yields the address of a serving chat_svc (calling a real agent_svc) on its own embedded store."""
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as folder:
         base = Path(folder)
         store = Store(base / "store", base / "store.log")
         store.start()
         try:
-            async with running_fake_agent(FakeAgentSvc()) as agent_port:
-                chat = chat_process(base, "chat", store.uri, "bench", f"127.0.0.1:{agent_port}").start()
-                try:
-                    await wait_serving(chat)
-                    yield address(chat)
-                finally:
-                    chat.stop()
+            mesh = start_mesh(store, base / "mesh", database="bench", with_chat=True, with_envoy=False)
+            try:
+                assert mesh.chat_addr is not None
+                yield mesh.chat_addr
+            finally:
+                mesh.close()
         finally:
             store.stop()

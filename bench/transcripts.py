@@ -20,7 +20,11 @@ from tests.chat_svc.calls import as_service, as_user
 
 
 async def _one(
-    stub: api_grpc.ConversationServiceStub, user: str, rate: float, seconds: float, latencies: list[float]
+    stub: api_grpc.ConversationServiceAsyncStub,
+    user: str,
+    rate: float,
+    seconds: float,
+    latencies: list[float],
 ) -> tuple[int, int]:
     created = await stub.CreateConversation(
         api.CreateConversationRequest(agent_id="default", channel=pb.CHANNEL_VOICE),
@@ -47,7 +51,10 @@ async def _one(
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(opened.wait(), 30)
     count = int(rate * seconds)
+    started = time.monotonic()
     for n in range(count):
+        # Open loop: segment n is due at n / rate whatever the previous reports took, as speech is.
+        await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
         segment_id = f"seg-{n}"
         sent_at[segment_id] = time.perf_counter()
         await stub.ReportTranscript(
@@ -62,7 +69,6 @@ async def _one(
             metadata=as_service(),
             timeout=30,
         )
-        await asyncio.sleep(1 / rate)
     deadline = time.monotonic() + 30
     while len(received) < count and time.monotonic() < deadline:  # noqa: ASYNC110 - polls state another task fills in
         await asyncio.sleep(0.05)
