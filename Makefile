@@ -42,8 +42,10 @@ buf-check: bootstrap
 	$(BUF) format --diff --exit-code
 	@scripts/buf-breaking.sh
 
+# Per-test timeouts come from pytest-timeout; this outer limit (SIGINT, so pytest still prints its
+# summary) keeps a wedged run well inside CI's 90 minutes.
 pytest: bootstrap
-	$(PY) -m pytest $(PYTEST_ARGS)
+	timeout -s INT -k 60 3600 $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: bootstrap
 	$(PY) -m bench

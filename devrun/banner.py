@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
+from devrun.launch import ROOT
+from devrun.sample_audio import SampleCall
 from devrun.settings import LIVEKIT_DEV_API_KEY, LIVEKIT_DEV_URL, RunSettings
 from servicekit import auth
 
@@ -37,8 +40,71 @@ def livekit_notice(settings: RunSettings) -> str:
     )
 
 
-def render_banner(settings: RunSettings, *, with_chat: bool, token: str) -> str:
-    """The whole text printed after start-up (pure: the tests read it)."""
+def voice_call_example(settings: RunSettings, sample: SampleCall) -> list[str]:
+    """The "try a voice call without LiveKit" lines: a conversation, a watcher, `voice_worker simulate`.
+
+    The command carries what the worker needs to reach this mesh: the two service addresses and,
+    in dev mode, `SYNTERA_DEV_MODE=true` so it signs its service token with the same dev secret as
+    the services (outside dev mode it reads SYNTERA_JWT_SECRET from the environment or `.env`, as
+    the services do; a secret is never printed). Offline providers, whatever LIVEKIT_* says.
+    """
+    edge = f"http://{_client_host(settings.envoy_host)}:{settings.envoy_port}"
+    run_dir = (ROOT / settings.run_dir).resolve()
+    wav = _shown(sample.path) if sample.path is not None else "YOUR-RECORDING.wav"
+    env = [
+        f"CHAT_SVC_ADDRESS={_client_host(settings.chat_host)}:{settings.chat_port}",
+        f"AGENT_SVC_ADDRESS={_client_host(settings.agent_host)}:{settings.agent_port}",
+    ]
+    if settings.effective_dev_mode:
+        env.insert(0, "SYNTERA_DEV_MODE=true")
+    env += [
+        "VOICE_WORKER_PROVIDERS=offline",
+        f"VOICE_WORKER_OUTBOX_DIR={_shown(run_dir / 'voice-outbox')}",
+        "LOG_FORMAT=console",
+    ]
+    lines = [
+        "Try a voice call without LiveKit: the agent pipeline (VAD, STT, responder, TTS; all offline) runs",
+        "on a recording instead of a room, in real time, and its transcript reaches chat_svc as in a call.",
+    ]
+    if sample.path is not None:
+        lines += [
+            f"The recording {wav} was just made with espeak-ng (16 kHz mono); the caller says:",
+            *[f'    "{sentence}"' for sentence in sample.sentences],
+        ]
+    else:
+        lines += [
+            f"NOTE: no sample recording was made ({sample.problem}).",
+            "Use a 16-bit PCM WAV of your own in place of YOUR-RECORDING.wav below.",
+        ]
+    if not settings.effective_dev_mode:
+        lines.append(
+            "The worker signs in with SYNTERA_JWT_SECRET from your environment or ./.env, like the services."
+        )
+    lines += [
+        "A new voice conversation for the call:",
+        f"  VOICE_CID=$(curl -sS -X POST {edge}/v1/conversations \\",
+        '    -H "authorization: Bearer $TOKEN" -H "content-type: application/json" \\',
+        '    -d \'{"agentId":"default","channel":"CHANNEL_VOICE"}\' \\',
+        "    | python3 -c 'import json,sys; "
+        'print(json.load(sys.stdin)["conversation"]["conversationId"])\')',
+        "Watch it live, e.g. in another terminal (set TOKEN and VOICE_CID there too):",
+        f'  curl -N {edge}/v1/conversations/$VOICE_CID:watch -H "authorization: Bearer $TOKEN"',
+        "Run the call (from this folder; about 40 s; the agent's voice is written to the --out file):",
+        f"  {' '.join(env[:3])} \\",
+        f"    {' '.join(env[3:])} \\",
+        f'    {_shown(Path(sys.executable))} -m voice_worker simulate --conversation "$VOICE_CID" \\',
+        f"    --wav {wav} --out {_shown(run_dir / 'reply.wav')}",
+    ]
+    return lines
+
+
+def render_banner(
+    settings: RunSettings, *, with_chat: bool, token: str, sample: SampleCall | None = None
+) -> str:
+    """The whole text printed after start-up (pure: the tests read it).
+
+    `sample` is the voice example's recording; None leaves the example out (no voice worker).
+    """
     edge = f"http://{_client_host(settings.envoy_host)}:{settings.envoy_port}"
     agent = f"{_client_host(settings.agent_host)}:{settings.agent_port}"
     chat = f"{_client_host(settings.chat_host)}:{settings.chat_port}"
@@ -109,6 +175,8 @@ def render_banner(settings: RunSettings, *, with_chat: bool, token: str) -> str:
             f'  curl -sS -X POST {edge}/v1/conversations/$CID/messages -H "authorization: Bearer $TOKEN" \\',
             '    -H "content-type: application/json" -d \'{"text":"hello"}\'',
         ]
+        if sample is not None:
+            lines += ["", *voice_call_example(settings, sample)]
     notice = livekit_notice(settings)
     if notice:
         lines += ["", notice]
@@ -116,11 +184,20 @@ def render_banner(settings: RunSettings, *, with_chat: bool, token: str) -> str:
     return "\n".join(lines)
 
 
-def print_banner(settings: RunSettings, *, with_chat: bool) -> None:
+def print_banner(settings: RunSettings, *, with_chat: bool, sample: SampleCall | None = None) -> None:
     token = auth.mint(settings.effective_jwt_secret, DEV_USER, ttl_seconds=BANNER_TOKEN_TTL_SECONDS)
-    print(render_banner(settings, with_chat=with_chat, token=token), flush=True)
+    print(render_banner(settings, with_chat=with_chat, token=token, sample=sample), flush=True)
 
 
 def _client_host(host: str) -> str:
     # A wildcard bind is reachable on loopback; print an address a client can use.
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound
+
+
+def _shown(path: Path) -> str:
+    """`path` as a user types it here: relative below the current folder, shell-quoted."""
+    try:
+        shown = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(path)
+    return shlex.quote(shown)

@@ -21,8 +21,11 @@ from devrun.launch import ROOT, child_env, package_present, spawn_envoy, spawn_g
 from devrun.ports import port_open
 from devrun.processes import ManagedProcess, StartupError
 from devrun.readiness import envoy_ready, grpc_serving, port_free
+from devrun.sample_audio import SampleCall, make_sample_call
 from devrun.settings import RunSettings
 from devrun.store import store_command
+
+SAMPLE_CALL_FILE = "sample-call.wav"
 
 
 class PortTaken(RuntimeError):
@@ -157,7 +160,8 @@ def run(settings: RunSettings) -> int:
         started.append(envoy)
         envoy.wait_until(ready_unless_stopped(lambda: envoy_ready(edge.admin_port)), 30, "ready")
         print(f"  envoy      http://{settings.envoy_host}:{settings.envoy_port}  ready")
-        print_banner(settings, with_chat=with_chat)
+        sample = _voice_sample(run_dir) if with_chat and package_present("voice_worker") else None
+        print_banner(settings, with_chat=with_chat, sample=sample)
         exit_code = _watch(started, stop_requested)
         if exit_code == 0:
             print("\nstopping ...", flush=True)
@@ -177,6 +181,16 @@ def run(settings: RunSettings) -> int:
         if started:
             print("stopped: " + ", ".join(p.name for p in reversed(started)), flush=True)
     return exit_code
+
+
+def _voice_sample(run_dir: Path) -> SampleCall:
+    """The recording for the banner's voice example (espeak-ng); a missing espeak-ng is only a note."""
+    sample = make_sample_call(run_dir / SAMPLE_CALL_FILE)
+    if sample.path is not None:
+        print(f"  sample     {_rel(sample.path)}  (a voice call recording, espeak-ng)")
+    else:
+        print(f"  sample     skipped: {sample.problem}")
+    return sample
 
 
 def _watch(started: list[ManagedProcess], stop_requested: threading.Event) -> int:

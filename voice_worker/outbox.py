@@ -24,7 +24,8 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS pending (
     segment_id TEXT NOT NULL UNIQUE,
     version INTEGER NOT NULL,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS open_turns (
     segment_id TEXT PRIMARY KEY,
@@ -90,7 +95,17 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if owner:
+            # When the call began, so leftovers of several calls are sent in the order they happened.
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ns', ?)", (time.time_ns(),)
+            )
         self.owner = owner
+
+    def created_ns(self) -> int:
+        """When the owner created the file (ns since the epoch); 0 for files that do not say."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'created_ns'").fetchone()
+        return int(row[0]) if row else 0
 
     def put(self, conversation_id: str, segment: Segment) -> None:
         """Persists the newest state of a segment (replacing an unsent older state in place)."""
@@ -208,13 +223,25 @@ def outbox_path(directory: Path, call_id: str) -> Path:
     return directory / f"{safe}{SUFFIX}"
 
 
-def orphaned(directory: Path) -> Iterator[Outbox]:
-    """Opens, one at a time, each outbox file in `directory` that no live process owns."""
+def orphaned(directory: Path) -> Generator[Outbox, None, None]:
+    """Each outbox file in `directory` that no live process owns, oldest call first.
+
+    All of them are locked up front (so the order is known and no other process interleaves its
+    sends with ours); the caller closes each one it is given, and those it never takes are closed
+    when the iteration ends.
+    """
     if not directory.is_dir():
         return
+    boxes: list[Outbox] = []
     for path in sorted(directory.glob(f"*{SUFFIX}")):
         try:
-            box = Outbox(path, owner=False)
+            boxes.append(Outbox(path, owner=False))
         except OutboxLockedError:
             continue
-        yield box
+    boxes.sort(key=lambda box: box.created_ns())
+    try:
+        while boxes:
+            yield boxes.pop(0)
+    finally:
+        for box in boxes:
+            box.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol
 
@@ -152,20 +153,21 @@ async def drain_orphans(
     emptied = 0
     loop = asyncio.get_running_loop()
     deadline = None if budget_seconds is None else loop.time() + budget_seconds
-    for box in orphaned(directory):
-        # Its owner is gone, so its call is over: a turn cut off mid-speech is final as heard.
-        box.finalize_open_turns()
-        left = box.pending_count()
-        log.info("sending turns left by an earlier worker", outbox=box.path.name, pending=left)
-        sender = OutboxSender(box, sink, initial_backoff=initial_backoff, max_backoff=max_backoff)
-        sender.start()
-        try:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            done = await sender.flush(remaining if remaining is not None else float("inf"))
-        finally:
-            await sender.aclose()
-            box.close()
-        emptied += int(done)
-        if deadline is not None and loop.time() >= deadline:
-            break
+    with closing(orphaned(directory)) as boxes:
+        for box in boxes:
+            # Its owner is gone, so its call is over: a turn cut off mid-speech is final as heard.
+            box.finalize_open_turns()
+            left = box.pending_count()
+            log.info("sending turns left by an earlier worker", outbox=box.path.name, pending=left)
+            sender = OutboxSender(box, sink, initial_backoff=initial_backoff, max_backoff=max_backoff)
+            sender.start()
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                done = await sender.flush(remaining if remaining is not None else float("inf"))
+            finally:
+                await sender.aclose()
+                box.close()
+            emptied += int(done)
+            if deadline is not None and loop.time() >= deadline:
+                break
     return emptied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import re
@@ -11,19 +12,23 @@ import subprocess
 import sys
 import time
 import warnings
+import wave
 from pathlib import Path
 
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 from livekit import api
 
+from devrun import sample_audio
 from devrun.banner import render_banner
 from devrun.envoy_config import envoy_binary
 from devrun.ports import free_port
 from devrun.run import PortTaken, check_ports, plan_ports
+from devrun.sample_audio import SampleCall, make_sample_call, write_sample_call
 from devrun.settings import RunSettings
 from servicekit import auth
 from servicekit.settings import DEV_JWT_SECRET
+from voice_worker.settings import VoiceWorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "The Syntera mesh is running"
@@ -109,6 +114,81 @@ def test_banner_says_loudly_when_livekit_is_not_configured() -> None:
     assert "LiveKit is NOT configured" not in render_banner(configured, with_chat=True, token="T")
 
 
+@pytest.mark.unit
+def test_banner_prints_a_voice_call_that_reaches_this_mesh() -> None:
+    settings = RunSettings.model_validate({"AGENT_SVC_PORT": 61001, "CHAT_SVC_PORT": 61002})
+    sample = SampleCall(Path("/somewhere/sample-call.wav"))
+    text = render_banner(settings, with_chat=True, token="T", sample=sample)
+    assert "SYNTERA_DEV_MODE=true CHAT_SVC_ADDRESS=127.0.0.1:61002 AGENT_SVC_ADDRESS=127.0.0.1:61001" in text
+    assert "VOICE_WORKER_PROVIDERS=offline" in text
+    assert '-m voice_worker simulate --conversation "$VOICE_CID"' in text
+    assert "--wav /somewhere/sample-call.wav" in text
+    assert "/v1/conversations/$VOICE_CID:watch" in text
+    assert '"channel":"CHANNEL_VOICE"' in text
+    # Without a voice worker (no sample asked for) the example is left out.
+    assert "voice_worker simulate" not in render_banner(settings, with_chat=True, token="T")
+
+
+@pytest.mark.unit
+def test_printed_voice_call_settings_line_up_with_the_dev_mesh() -> None:
+    """The worker, given exactly the printed variables, signs and dials as make run's services expect."""
+    settings = RunSettings.model_validate({})
+    text = render_banner(settings, with_chat=True, token="T", sample=SampleCall(Path("/s.wav")))
+    printed = dict(re.findall(r"\b([A-Z_]+)=(\S+)", text[text.index("SYNTERA_DEV_MODE=true") :]))
+    worker = VoiceWorkerSettings.model_validate(printed)
+    assert worker.chat_svc_address == f"{settings.chat_host}:{settings.chat_port}"
+    assert worker.agent_svc_address == f"{settings.agent_host}:{settings.agent_port}"
+    assert worker.jwt_secret == settings.effective_jwt_secret
+    assert worker.default_mode == "offline"
+
+
+@pytest.mark.unit
+def test_banner_voice_call_outside_dev_mode_never_prints_the_secret() -> None:
+    secret = "a-configured-secret-of-at-least-32-characters"
+    settings = RunSettings.model_validate({"SYNTERA_JWT_SECRET": secret})
+    text = render_banner(settings, with_chat=True, token="T", sample=SampleCall(Path("/s.wav")))
+    assert secret not in text
+    assert "SYNTERA_DEV_MODE=true" not in text
+    assert "SYNTERA_JWT_SECRET from your environment" in text
+
+
+@pytest.mark.unit
+def test_banner_says_why_there_is_no_sample_recording() -> None:
+    sample = SampleCall(
+        None, problem="espeak-ng is not installed (Debian/Ubuntu: sudo apt-get install espeak-ng)"
+    )
+    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="T", sample=sample)
+    assert "NOTE: no sample recording was made (espeak-ng is not installed" in text
+    assert "--wav YOUR-RECORDING.wav" in text
+
+
+@pytest.mark.unit
+def test_sample_call_is_speech_at_16khz_mono(tmp_path: Path) -> None:
+    path = write_sample_call(tmp_path / "run" / "sample-call.wav")
+    with wave.open(str(path)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16_000, 1, 2)
+        samples = array.array("h", wav.readframes(wav.getnframes()))
+    lead = int(sample_audio.LEAD_SECONDS * 16_000)
+    assert max(map(abs, samples[:lead])) == 0  # the agent greets first
+    first_sentence = samples[lead : lead + 2 * 16_000]
+    rms = (sum(x * x for x in first_sentence) / len(first_sentence)) ** 0.5
+    assert rms > 500, rms  # spoken, not near-silence
+    silences = sample_audio.LEAD_SECONDS + sample_audio.GAP_SECONDS + sample_audio.TAIL_SECONDS
+    assert len(samples) / 16_000 > silences + 2  # two sentences of speech on top
+    assert not list(path.parent.glob("*.partial"))
+
+
+@pytest.mark.unit
+def test_sample_call_without_espeak_is_a_note_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    sample = make_sample_call(tmp_path / "sample-call.wav")
+    assert sample.path is None
+    assert "espeak-ng is not installed" in sample.problem
+    assert not (tmp_path / "sample-call.wav").exists()
+
+
 # --- the real thing ---------------------------------------------------------------------------------
 
 
@@ -188,13 +268,22 @@ def _blocks(banner: str) -> dict[str, str]:
 
 def _block_key(text: str) -> str:
     first = text.split("\n", 1)[0]
-    match = re.match(r"(export TOKEN|CID=|curl -sS -X POST \S+|curl -sS \S+|\S*grpcurl -plaintext -H)", first)
+    match = re.match(
+        r"(export TOKEN|CID=|VOICE_CID=|SYNTERA_DEV_MODE=true|curl -N \S+|curl -sS -X POST \S+|curl -sS \S+"
+        r"|\S*grpcurl -plaintext -H)",
+        first,
+    )
     return match.group(1) if match else first
 
 
-def _bash(script: str, cwd: Path) -> str:
+def _bash(script: str, cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 60) -> str:
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, cwd=cwd, timeout=60
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
     )
     assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -216,7 +305,7 @@ def run_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.mesh
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
     first = DevRun(run_env, tmp_path)
     try:
@@ -248,6 +337,7 @@ def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
         commands = " | ".join(children.values())
         for expected in ("nx-27017", "-m agent_svc", "-m chat_svc", "envoy"):
             assert expected in commands, commands
+        _try_the_printed_voice_call(blocks, run_env, tmp_path)
     finally:
         rest = first.interrupt()
     assert first.proc.returncode == 0, rest
@@ -266,6 +356,56 @@ def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
     finally:
         second.interrupt()
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def _try_the_printed_voice_call(blocks: dict[str, str], env: dict[str, str], cwd: Path) -> None:
+    """Pastes the banner's voice example (watch in the background, simulate, then read the messages)."""
+    watch = next(v for k, v in blocks.items() if k.startswith("curl -N") and "$VOICE_CID:watch" in v)
+    simulate = blocks["SYNTERA_DEV_MODE=true"]
+    sample, reply = (cwd / _option(simulate, "--wav"), cwd / _option(simulate, "--out"))
+    with wave.open(str(sample)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16_000, 1, 2)
+    edge = watch.split()[2].split("/v1/", 1)[0]
+    script = "\n".join(
+        [
+            blocks["export TOKEN"],
+            blocks["VOICE_CID="],
+            f"{watch} > watch.ndjson 2> watch.err &",
+            "WATCHER=$!",
+            # The watcher must be subscribed before the call starts, as when a user waits for it.
+            "sleep 2",
+            simulate,
+            "sleep 2",
+            "kill $WATCHER || true",
+            "echo MESSAGES",
+            f'curl -sS -f "{edge}/v1/conversations/$VOICE_CID/messages" -H "authorization: Bearer $TOKEN"',
+        ]
+    )
+    out, listing = _bash(script, cwd, env=env, timeout=240).split("MESSAGES\n", 1)
+    listed = json.loads(listing)
+    transcript = [m for m in listed["messages"] if m["source"] == "MESSAGE_SOURCE_TRANSCRIPT"]
+    # The greeting, then each of the two sentences with the agent's answer to it.
+    assert [m["role"] for m in transcript] == ["ROLE_AGENT", *["ROLE_USER", "ROLE_AGENT"] * 2], transcript
+    assert all(m["final"] for m in transcript)
+    users = [m["text"].lower() for m in transcript if m["role"] == "ROLE_USER"]
+    assert "internet" in users[0]
+    assert "technician" in users[1]
+    assert "transcripts delivered" in out
+    # The watcher saw the call live: every stored turn came through the stream too.
+    streamed = {
+        json.loads(line)["message"]["segmentId"]
+        for line in (cwd / "watch.ndjson").read_text().splitlines()
+        if '"message"' in line
+    }
+    assert {m["segmentId"] for m in transcript} <= streamed
+    assert reply.stat().st_size > 44  # more than a WAV header
+
+
+def _option(command: str, name: str) -> str:
+    """The value after `name` in a printed command (paths are relative to where make run started)."""
+    match = re.search(rf"{name} (\S+)", command)
+    assert match, command
+    return match.group(1)
 
 
 @pytest.mark.mesh

@@ -1,4 +1,5 @@
-"""The outbox when its process is SIGKILLed: mid-send (no ack) and mid-turn (interim sent).
+"""The outbox across process deaths: SIGKILL mid-send (no ack), mid-turn (interim sent), and
+leftovers of several calls adopted by one new process.
 
 A real child process owns the outbox and is killed with SIGKILL at the chosen point; the test then
 adopts the file as a restarted worker does (`drain_orphans`) and checks what the sink ends up with.
@@ -19,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from devrun.launch import ROOT
-from voice_worker.outbox import SUFFIX
+from voice_worker.outbox import SUFFIX, Outbox, orphaned, outbox_path
 from voice_worker.segments import Segment
-from voice_worker.sender import drain_orphans
+from voice_worker.sender import SinkUnavailableError, drain_orphans
 
 pytestmark = pytest.mark.unit
 
@@ -92,28 +93,32 @@ class IdKeyedChat:
 
 
 def _kill_child_after_delivery(directory: Path, scenario: str) -> list[Segment]:
-    """Runs the child until its sink has the batch, SIGKILLs it; returns what the sink stored."""
+    """Runs the child until it has recorded and sent its turns, SIGKILLs it; returns what was stored."""
     delivered = directory.parent / "delivered.jsonl"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(directory), str(delivered), scenario],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log_path = directory.parent / "child.log"
+    with log_path.open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(directory), str(delivered), scenario],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "recorded", child.stderr and child.stderr.read()
         deadline = time.monotonic() + CHILD_TIMEOUT_SECONDS
-        while not (delivered.exists() and delivered.read_text().endswith("\n")):
-            assert time.monotonic() < deadline, "the child never sent its batch"
+        while not _says_recorded(log_path) or not delivered.exists():
+            assert child.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the child did not get that far:\n" + log_path.read_text()
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
     finally:
         child.kill()
-        child.communicate(timeout=CHILD_TIMEOUT_SECONDS)
+        child.wait(CHILD_TIMEOUT_SECONDS)
     assert child.returncode == -signal.SIGKILL
     return [Segment.from_json(line) for line in delivered.read_text().splitlines()]
+
+
+def _says_recorded(log_path: Path) -> bool:
+    return "recorded" in log_path.read_text().splitlines()
 
 
 async def test_a_batch_stored_but_not_acknowledged_is_resent_once(tmp_path: Path) -> None:
@@ -150,3 +155,40 @@ async def test_a_turn_cut_off_by_a_crash_is_finalised_by_the_next_process(tmp_pa
     reports = chat.reports
     assert await drain_orphans(directory, chat, initial_backoff=0.01, max_backoff=0.02, budget_seconds=1) == 0
     assert chat.reports == reports
+
+
+async def test_leftovers_of_several_calls_are_sent_in_the_order_the_calls_began(tmp_path: Path) -> None:
+    # File names sort the other way round from when the calls began: order must not follow them.
+    directory = tmp_path / "outbox"
+    for call in ("job-z", "job-m", "job-a"):
+        box = Outbox(outbox_path(directory, call))
+        box.put("c1", Segment(f"{call}:user:0", "user", f"turn of {call}", final=True))
+        box.close()  # undelivered: the file stays
+    chat = IdKeyedChat()
+
+    emptied = await drain_orphans(directory, chat, initial_backoff=0.01, max_backoff=0.02, budget_seconds=10)
+
+    assert emptied == 3
+    assert chat.order == ["job-z:user:0", "job-m:user:0", "job-a:user:0"]
+
+
+async def test_files_not_reached_within_the_budget_are_released_for_the_next_start(tmp_path: Path) -> None:
+    directory = tmp_path / "outbox"
+    for call in ("job-1", "job-2"):
+        box = Outbox(outbox_path(directory, call))
+        box.put("c1", Segment(f"{call}:user:0", "user", "hello", final=True))
+        box.close()
+
+    class Down:
+        async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
+            raise SinkUnavailableError("UNAVAILABLE")
+
+    assert (
+        await drain_orphans(directory, Down(), initial_backoff=0.01, max_backoff=0.02, budget_seconds=0.2)
+        == 0
+    )
+    # Nothing is left locked: both files can be adopted again, and still hold their turns.
+    adopted = list(orphaned(directory))
+    assert sorted(box.pending_count() for box in adopted) == [1, 1]
+    for box in adopted:
+        box.close()
