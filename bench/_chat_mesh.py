@@ -11,13 +11,6 @@ from tests.conftest import Store
 from tests.support.mesh import start_mesh
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 @asynccontextmanager
 async def chat_mesh() -> AsyncIterator[str]:
     """Yields the address of a serving chat_svc (calling a real agent_svc) on its own embedded store."""

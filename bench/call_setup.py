@@ -12,7 +12,8 @@ import time
 
 import grpc
 
-from bench._chat_mesh import chat_mesh, percentile
+from bench._chat_mesh import chat_mesh
+from bench.stats import percentile
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as pb
@@ -47,8 +48,8 @@ async def run(rate: float, seconds: float) -> None:
         await asyncio.gather(*tasks)
         print(f"call setup: CreateConversation(VOICE) at {rate}/s for {seconds}s")
         print(
-            f"  ok {len(latencies)}, errors {errors}, p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
+            f"  ok {len(latencies)}, errors {errors}, p50 {percentile(latencies, 50) * 1000:.1f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:.1f} ms"
         )
 
 

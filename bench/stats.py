@@ -35,11 +35,16 @@ class RunResult:
 
     def percentile_ms(self, q: float) -> float:
         """Nearest-rank percentile in milliseconds (`q` in 0..100); NaN without samples."""
-        if not self.latencies_s:
-            return math.nan
-        ordered = sorted(self.latencies_s)
-        rank = max(1, math.ceil(q / 100 * len(ordered)))
-        return ordered[rank - 1] * 1000
+        return percentile(self.latencies_s, q) * 1000
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of `values` (`q` in 0..100); NaN without samples."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
 
 
 def table(results: Sequence[RunResult]) -> str:

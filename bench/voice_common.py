@@ -71,7 +71,3 @@ class CountingSink:
 
     async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
         self.segments += len(segments)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")

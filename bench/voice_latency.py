@@ -12,7 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, call_wav, percentile
+from bench.stats import percentile
+from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, call_wav
 from servicekit import logs
 from voice_worker.call import DispatchInfo
 from voice_worker.settings import VoiceWorkerSettings
