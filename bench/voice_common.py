@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -69,5 +69,10 @@ class CountingSink:
     def __init__(self) -> None:
         self.segments = 0
 
-    async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
+    async def report(
+        self,
+        conversation_id: str,
+        segments: Sequence[Segment],
+        call_metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.segments += len(segments)

@@ -162,7 +162,11 @@ async def open_call(
     providers = build_providers(settings, profile)
     outbox = Outbox(outbox_path(settings.outbox_dir, call_id))
     sender = OutboxSender(
-        outbox, sink, initial_backoff=settings.retry_initial_seconds, max_backoff=settings.retry_max_seconds
+        outbox,
+        sink,
+        initial_backoff=settings.retry_initial_seconds,
+        max_backoff=settings.retry_max_seconds,
+        call_metadata=providers.labels(),
     )
     sender.start()
     log.info(

@@ -7,7 +7,7 @@ sender's retryable / permanent split, or onto a fallback profile.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 import structlog
@@ -52,9 +52,16 @@ class ChatTranscriptSink:
         self._credentials = credentials
         self._timeout = timeout
 
-    async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
+    async def report(
+        self,
+        conversation_id: str,
+        segments: Sequence[Segment],
+        call_metadata: Mapping[str, str] | None = None,
+    ) -> None:
         request = conv_pb2.ReportTranscriptRequest(
-            conversation_id=conversation_id, segments=[to_proto(s) for s in segments]
+            conversation_id=conversation_id,
+            segments=[to_proto(s) for s in segments],
+            call_metadata=dict(call_metadata or {}),
         )
         try:
             await self._stub.ReportTranscript(

@@ -7,7 +7,7 @@ after chat_svc acknowledged exactly that state of the segment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Protocol
@@ -37,7 +37,12 @@ class SinkRejectedError(Exception):
 class TranscriptSink(Protocol):
     """Where segments go: chat_svc's ReportTranscript in production, a fake in unit tests."""
 
-    async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None: ...
+    async def report(
+        self,
+        conversation_id: str,
+        segments: Sequence[Segment],
+        call_metadata: Mapping[str, str] | None = None,
+    ) -> None: ...
 
 
 class OutboxSender:
@@ -50,9 +55,13 @@ class OutboxSender:
         *,
         initial_backoff: float = 0.2,
         max_backoff: float = 5.0,
+        call_metadata: Mapping[str, str] | None = None,
     ) -> None:
         self._outbox = outbox
         self._sink = sink
+        # Facts about the call (providers, models) for the conversation's metadata; sent with every
+        # batch because chat_svc merges them idempotently and any batch may be the first to land.
+        self._call_metadata = dict(call_metadata or {})
         self._initial = initial_backoff
         self._max = max_backoff
         self._wake = asyncio.Event()
@@ -121,7 +130,7 @@ class OutboxSender:
     async def _send(self, batch: list[Pending]) -> None:
         conversation_id = batch[0].conversation_id
         try:
-            await self._sink.report(conversation_id, [p.segment for p in batch])
+            await self._sink.report(conversation_id, [p.segment for p in batch], self._call_metadata or None)
         except SinkRejectedError as exc:
             log.error(
                 "transcript segments refused; kept aside",

@@ -64,3 +64,15 @@ async def list_messages(mesh: Mesh, conversation_id: str) -> list[res.Message]:
             timeout=10,
         )
     return list(response.messages)
+
+
+async def get_conversation(mesh: Mesh, conversation_id: str) -> res.Conversation:
+    assert mesh.chat_addr is not None
+    async with grpc.aio.insecure_channel(mesh.chat_addr) as channel:
+        stub = pb_grpc.ConversationServiceStub(channel)
+        response = await stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation_id),
+            metadata=bearer(user_token(USER)),
+            timeout=10,
+        )
+    return response.conversation

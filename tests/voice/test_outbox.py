@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,13 +31,20 @@ class FakeChat:
         self.up = True
         self.refuse: set[str] = set()
         self.calls = 0
+        self.call_metadata: dict[str, str] = {}
 
-    async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
+    async def report(
+        self,
+        conversation_id: str,
+        segments: Sequence[Segment],
+        call_metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.calls += 1
         if not self.up:
             raise SinkUnavailableError("UNAVAILABLE")
         if conversation_id in self.refuse:
             raise SinkRejectedError("NOT_FOUND: conversation")
+        self.call_metadata.update(call_metadata or {})
         for s in segments:
             if s.segment_id not in self.messages:
                 self.order.append(s.segment_id)
@@ -163,3 +170,18 @@ def test_profile_asking_for_cloud_without_credentials_is_refused() -> None:
     profile = AgentProfile(agent_id="a1", display_name="A", provider_mode="cloud")
     with pytest.raises(ProviderChoiceError, match="asks for cloud providers"):
         build_providers(settings, profile)
+
+
+async def test_call_metadata_goes_with_the_segments(tmp_path: Path) -> None:
+    chat = FakeChat()
+    box = Outbox(outbox_path(tmp_path, "job-m"))
+    sender = OutboxSender(
+        box, chat, initial_backoff=0.01, max_backoff=0.02, call_metadata={"providers": "offline"}
+    )
+    sender.start()
+    box.put("c1", Segment("job-m:user:0", "user", "hello", final=True))
+    sender.notify()
+    assert await sender.flush(5)
+    await sender.aclose()
+    box.close()
+    assert chat.call_metadata == {"providers": "offline"}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,7 @@ _CHILD = textwrap.dedent(
     directory, delivered, scenario = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 
     class StoresThenHangs:
-        async def report(self, conversation_id, segments):
+        async def report(self, conversation_id, segments, call_metadata=None):
             with delivered.open("a") as out:
                 for s in segments:
                     out.write(s.to_json() + "\\n")
@@ -79,7 +79,12 @@ class IdKeyedChat:
         for segment in stored:
             self._store(segment)
 
-    async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
+    async def report(
+        self,
+        conversation_id: str,
+        segments: Sequence[Segment],
+        call_metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.reports += 1
         for segment in segments:
             self._store(segment)
@@ -180,7 +185,12 @@ async def test_files_not_reached_within_the_budget_are_released_for_the_next_sta
         box.close()
 
     class Down:
-        async def report(self, conversation_id: str, segments: Sequence[Segment]) -> None:
+        async def report(
+            self,
+            conversation_id: str,
+            segments: Sequence[Segment],
+            call_metadata: Mapping[str, str] | None = None,
+        ) -> None:
             raise SinkUnavailableError("UNAVAILABLE")
 
     assert (

@@ -9,7 +9,13 @@ import pytest
 from syntera.conversation.v1 import resources_pb2 as res
 from tests.support.mesh import MeshFactory
 from tests.voice.audio import SENTENCES, conversation_wav, word_error_rate
-from tests.voice.calls import clients, create_voice_conversation, list_messages, worker_settings
+from tests.voice.calls import (
+    clients,
+    create_voice_conversation,
+    get_conversation,
+    list_messages,
+    worker_settings,
+)
 from voice_worker.call import DispatchInfo
 from voice_worker.simulate import run_call_on_wav
 from voice_worker.wav import read_wav, rms_dbfs
@@ -64,6 +70,11 @@ async def test_three_sentences_become_user_and_agent_turns_in_order(
     assert rms_dbfs(reply.samples) > -40.0
     assert result.agent_audio is not None
     assert rms_dbfs(result.agent_audio.samples) > -30.0
+    # The conversation says the call ran on offline providers, and which.
+    metadata = (await get_conversation(mesh, conversation_id)).metadata
+    assert metadata["providers"] == "offline"
+    assert metadata["stt_model"]
+    assert metadata["tts_model"]
 
 
 async def test_interrupted_agent_turn_is_stored_with_what_was_spoken(

@@ -40,6 +40,15 @@ class Providers:
     llm_model: str
     tts_model: str
 
+    def labels(self) -> dict[str, str]:
+        """What the conversation's metadata records about this call's providers."""
+        return {
+            "providers": self.mode,
+            "stt_model": self.stt_model,
+            "llm_model": self.llm_model,
+            "tts_model": self.tts_model,
+        }
+
 
 @cache
 def shared_vad() -> vad.VAD:
