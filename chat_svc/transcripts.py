@@ -12,8 +12,8 @@ Rules (the contract's, and the ones we chose where it is silent):
 
 from __future__ import annotations
 
+import hashlib
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +120,16 @@ class _Segment:
     segment_id: str
     role: Role
     fields: dict[str, Any]
+
+
+def segment_message_id(conversation_id: str, segment_id: str) -> str:
+    """The message id of a transcript segment, derived from what identifies it.
+
+    A segment's message is then found by primary key. Uniqueness still rests on the
+    {conversation_id, segment_id} index, which also finds messages stored before ids were derived.
+    """
+    digest = hashlib.sha256(f"{conversation_id}\x00{segment_id}".encode()).hexdigest()
+    return digest[:32]
 
 
 def validate_call_metadata(entries: Mapping[str, str]) -> dict[str, str]:
@@ -249,13 +259,15 @@ class Transcripts:
     async def _apply(
         self, principal: Principal, conversation_id: str, index: int, segment: _Segment
     ) -> SegmentResult:
-        doc = await self._messages.find_by(conversation_id, "segment_id", segment.segment_id)
+        message_id = segment_message_id(conversation_id, segment.segment_id)
+        # Found by primary key: one cheap read for the common cases (a new turn, a turn's next state).
+        doc = await self._messages.find_by(conversation_id, "_id", message_id)
         if doc is None:
 
             def build(seq: int) -> Document:
                 now = now_us()
                 return {
-                    "_id": uuid.uuid4().hex,
+                    "_id": message_id,
                     "conversation_id": conversation_id,
                     "seq": seq,
                     "revision": 1,
