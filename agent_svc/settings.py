@@ -57,8 +57,11 @@ class AgentSettings(CommonSettings):
         default=3.0, gt=0, le=60, validation_alias="CHAT_SVC_TIMEOUT_SECONDS"
     )
 
-    # Set by the validator when dev-mode defaults stood in for missing LiveKit settings.
-    livekit_dev_defaults: bool = Field(default=False, exclude=True)
+    @property
+    def livekit_dev_defaults(self) -> bool:
+        """True when tokens are minted for the LiveKit dev server's well-known credentials."""
+        dev = (DEV_LIVEKIT_URL, DEV_LIVEKIT_API_KEY, DEV_LIVEKIT_API_SECRET)
+        return (self.livekit_url, self.livekit_api_key, self.livekit_api_secret) == dev
 
     @model_validator(mode="after")
     def _validate_livekit(self) -> AgentSettings:
@@ -67,7 +70,6 @@ class AgentSettings(CommonSettings):
             self.livekit_url = DEV_LIVEKIT_URL
             self.livekit_api_key = DEV_LIVEKIT_API_KEY
             self.livekit_api_secret = DEV_LIVEKIT_API_SECRET
-            self.livekit_dev_defaults = True
         for name, value in (
             ("LIVEKIT_URL", self.livekit_url),
             ("LIVEKIT_API_KEY", self.livekit_api_key),
