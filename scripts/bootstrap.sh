@@ -7,12 +7,23 @@ profile="${1:-dev}"
 venv=.venv
 stamp_dir=$venv/.stamps
 
-python_bin=""
-for candidate in python3.11 python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    python_bin=$(command -v "$candidate"); break
-  fi
-done
+find_python() {
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+python_bin=$(find_python || true)
+if [ -z "$python_bin" ] && command -v apt-get >/dev/null 2>&1; then
+  # Debian 12 ships Python 3.11; install it when the machine has none.
+  echo "bootstrap: installing Python 3.11 from Debian"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv
+  python_bin=$(find_python || true)
+fi
 if [ -z "$python_bin" ]; then
   echo "bootstrap: Python 3.11 is required (python3.11 or python3 on PATH)" >&2
   exit 1
