@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
+# Speech and WER come from the voice tests' helpers, so benchmarks and tests measure the same way.
+from tests.voice.audio import conversation_wav, speak, word_errors
 from voice_worker.profile import AgentProfile
 from voice_worker.segments import Segment
-from voice_worker.wav import Pcm, parse_wav_bytes
+from voice_worker.settings import VoiceWorkerSettings
 
-RATE = 22_050
+__all__ = ["conversation_wav", "offline_settings", "speak", "word_errors"]
 
 # Ten things people say on a service call.
 SERVICE_SENTENCES = (
@@ -31,31 +30,14 @@ VOICES = ("en-us", "en-gb", "en-us+f3")
 PROFILE = AgentProfile(agent_id="bench", display_name="Sam", greeting="Hello, this is Sam.")
 
 
-def speak(text: str, voice: str = "en-us") -> Pcm:
-    out = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
-    return parse_wav_bytes(out).mono()
-
-
-def call_wav(sentences: Sequence[str], *, lead: float, gap: float) -> Pcm:
-    parts = [np.zeros(int(RATE * lead), dtype=np.int16)]
-    for text in sentences:
-        parts += [speak(text).samples, np.zeros(int(RATE * gap), dtype=np.int16)]
-    return Pcm(np.concatenate(parts), RATE)
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(edit distance in words, reference word count), case and punctuation ignored."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)], len(ref)
-
-
-def _words(text: str) -> list[str]:
-    return "".join(ch.lower() if ch.isalnum() or ch == "'" else " " for ch in text).split()
+def offline_settings(outbox_dir: str) -> VoiceWorkerSettings:
+    """Worker settings for an offline run with no services to reach."""
+    return VoiceWorkerSettings(
+        _env_file=None,
+        SYNTERA_DEV_MODE=True,
+        VOICE_WORKER_PROVIDERS="offline",
+        VOICE_WORKER_OUTBOX_DIR=outbox_dir,
+    )
 
 
 class Profiles:

@@ -13,10 +13,9 @@ import tempfile
 from pathlib import Path
 
 from bench.stats import percentile
-from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, call_wav
+from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, conversation_wav, offline_settings
 from servicekit import logs
 from voice_worker.call import DispatchInfo
-from voice_worker.settings import VoiceWorkerSettings
 from voice_worker.simulate import run_call_on_wav
 
 
@@ -25,17 +24,12 @@ async def main(turns: int) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     sentences = [SERVICE_SENTENCES[i % len(SERVICE_SENTENCES)] for i in range(turns)]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = VoiceWorkerSettings(
-            _env_file=None,
-            SYNTERA_DEV_MODE=True,
-            VOICE_WORKER_PROVIDERS="offline",
-            VOICE_WORKER_OUTBOX_DIR=tmp,
-        )
+        settings = offline_settings(tmp)
         result = await run_call_on_wav(
             settings,
             dispatch=DispatchInfo("bench", "bench"),
             # Gaps longer than a reply, so every turn is answered in full.
-            wav=call_wav(sentences, lead=3.0, gap=9.0),
+            wav=conversation_wav(sentences, lead=3.0, gap=9.0, tail=9.0),
             profiles=Profiles(),
             sink=CountingSink(),
             out_path=Path(tmp) / "reply.wav",

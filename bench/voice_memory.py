@@ -13,10 +13,9 @@ import subprocess
 import sys
 import tempfile
 
-from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, call_wav
+from bench.voice_common import SERVICE_SENTENCES, CountingSink, Profiles, conversation_wav, offline_settings
 from servicekit import logs
 from voice_worker.call import DispatchInfo
-from voice_worker.settings import VoiceWorkerSettings
 from voice_worker.simulate import run_call_on_wav
 
 
@@ -24,13 +23,8 @@ async def _sessions(count: int) -> None:
     logs.configure("WARNING", "console")
     os.environ["HF_HUB_OFFLINE"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = VoiceWorkerSettings(
-            _env_file=None,
-            SYNTERA_DEV_MODE=True,
-            VOICE_WORKER_PROVIDERS="offline",
-            VOICE_WORKER_OUTBOX_DIR=tmp,
-        )
-        wav = call_wav(SERVICE_SENTENCES[:2], lead=3.0, gap=9.0)
+        settings = offline_settings(tmp)
+        wav = conversation_wav(SERVICE_SENTENCES[:2], lead=3.0, gap=9.0, tail=9.0)
         await asyncio.gather(
             *(
                 run_call_on_wav(

@@ -33,15 +33,21 @@ def conversation_wav(sentences: Sequence[str], *, lead: float, gap: float, tail:
     return Pcm(np.concatenate(parts), RATE)
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length (case and punctuation ignored)."""
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word-level Levenshtein distance, reference word count), case and punctuation ignored."""
     ref, hyp = _words(reference), _words(hypothesis)
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)] / max(1, len(ref))
+    return row[len(hyp)], len(ref)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word errors over the reference length."""
+    errors, words = word_errors(reference, hypothesis)
+    return errors / max(1, words)
 
 
 def _words(text: str) -> list[str]:
