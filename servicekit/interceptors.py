@@ -7,6 +7,7 @@ inside the handler (grpc.aio runs interceptors and handlers in different context
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -77,41 +78,37 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         context.bind_bearer_token(token.strip())
         return principal
 
+    @contextlib.asynccontextmanager
+    async def _call_scope(
+        self, method: str, metadata: dict[str, Any], ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        """One call: caller and request id bound for its duration, any failure ended as a status."""
+        started = time.perf_counter()
+        tokens = context.bind(None, _request_id(metadata))
+        bearer_reset = context.bind_bearer_token("")
+        try:
+            context.bind_principal(self._authenticate(metadata))
+            yield
+            _log_done(method, started, "OK")
+        except BaseException as exc:  # noqa: BLE001 - every failure must become a status
+            await _abort(method, started, ctx, exc)
+            raise
+        finally:
+            context.unbind_bearer_token(bearer_reset)
+            context.unbind(tokens)
+
     def _wrap_unary(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            tokens = context.bind(None, _request_id(metadata))
-            bearer_reset = context.bind_bearer_token("")
-            try:
-                context.bind_principal(self._authenticate(metadata))
-                response = await behavior(request, ctx)
-                _log_done(method, started, "OK")
-                return response
-            except BaseException as exc:  # noqa: BLE001 - every failure must become a status
-                await _abort(method, started, ctx, exc)
-                raise
-            finally:
-                context.unbind_bearer_token(bearer_reset)
-                context.unbind(tokens)
+            async with self._call_scope(method, metadata, ctx):
+                return await behavior(request, ctx)
 
         return wrapped
 
     def _wrap_stream(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            tokens = context.bind(None, _request_id(metadata))
-            bearer_reset = context.bind_bearer_token("")
-            try:
-                context.bind_principal(self._authenticate(metadata))
+            async with self._call_scope(method, metadata, ctx):
                 async for item in behavior(request, ctx):
                     yield item
-                _log_done(method, started, "OK")
-            except BaseException as exc:  # noqa: BLE001 - every failure must become a status
-                await _abort(method, started, ctx, exc)
-                raise
-            finally:
-                context.unbind_bearer_token(bearer_reset)
-                context.unbind(tokens)
 
         return wrapped
 
