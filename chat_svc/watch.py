@@ -134,12 +134,10 @@ class Watchers:
                 "conversation_id": conversation_id,
                 "$or": [{"seq": {"$gt": after_seq}}, {"final": False}],
             }
-            for message in await self._replay(initial):
-                if delivered.accept(message):
-                    yield MessageChanged(message)
-            ended = await self._ended(conversation_id)
-            if ended is not None:
-                yield ConversationEnded(ended)
+            events = await self._catch_up(conversation_id, initial, delivered)
+            for event in events:
+                yield event
+            if events and isinstance(events[-1], ConversationEnded):
                 return
             # Tells the client the replay is done and it is live (proxies also flush headers on it).
             yield KeepAlive()
@@ -150,12 +148,11 @@ class Watchers:
                 elif item is Signal.CLOSED:
                     return
                 elif item is Signal.RESYNC:
-                    for message in await self._replay(delivered.resync_query(conversation_id)):
-                        if delivered.accept(message):
-                            yield MessageChanged(message)
-                    ended = await self._ended(conversation_id)
-                    if ended is not None:
-                        yield ConversationEnded(ended)
+                    query = delivered.resync_query(conversation_id)
+                    events = await self._catch_up(conversation_id, query, delivered)
+                    for event in events:
+                        yield event
+                    if events and isinstance(events[-1], ConversationEnded):
                         return
                 elif isinstance(item, Change) and item.feed == MESSAGES_FEED:
                     message = message_from_doc(item.document)
@@ -195,6 +192,18 @@ class Watchers:
                 # RESYNC: this stream promises events "as they happen", not a replay; nothing to do.
         finally:
             self._conversations_feed.unsubscribe(key, subscription)
+
+    async def _catch_up(
+        self, conversation_id: str, query: dict[str, Any], delivered: _Delivered
+    ) -> list[ConversationEvent]:
+        """Stored messages the client has not seen, then ConversationEnded if it has ended."""
+        events: list[ConversationEvent] = [
+            MessageChanged(m) for m in await self._replay(query) if delivered.accept(m)
+        ]
+        ended = await self._ended(conversation_id)
+        if ended is not None:
+            events.append(ConversationEnded(ended))
+        return events
 
     async def _replay(self, query: dict[str, Any]) -> list[Message]:
         """Reads stored messages in seq order, retrying while the store is briefly away.
