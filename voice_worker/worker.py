@@ -11,14 +11,14 @@ import json
 import sys
 
 import structlog
-from livekit.agents import AgentServer, JobContext, JobProcess, cli
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, cli
 from livekit.agents.voice import room_io
 
 from servicekit.client import ServiceCredentials
 from voice_worker.call import DispatchInfo, open_call
 from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
 from voice_worker.profile import DEFAULT_AGENT_ID
-from voice_worker.providers import ProviderChoiceError, shared_vad
+from voice_worker.providers import ProviderChoiceError, import_plugins, shared_vad
 from voice_worker.sender import drain_orphans
 from voice_worker.settings import VoiceWorkerSettings
 
@@ -57,12 +57,34 @@ def parse_dispatch(metadata: str, room_name: str) -> DispatchInfo:
 
 
 def build_server(settings: VoiceWorkerSettings) -> AgentServer:
-    """The AgentServer with our job entry point registered under `settings.agent_name`."""
+    """The AgentServer with our job entry point registered under `settings.agent_name`.
+
+    Jobs run as threads of this process, not as child processes: the offline models (VAD, Whisper,
+    the TTS voice) are loaded once and shared by every call, which keeps each extra call to tens of
+    megabytes instead of a whole interpreter with its own models. The worker's load is its share of
+    `max_calls`, so LiveKit stops sending it calls when it is full rather than when the CPU is busy
+    (speech recognition makes the CPU figure jump on a small machine).
+    """
+    max_calls = settings.max_calls
+    # LiveKit plugins register themselves on import and refuse to do so off the main thread; jobs
+    # run on threads, so import every plugin a call may use here.
+    import_plugins()
+
+    def load(server: AgentServer) -> float:
+        return len(server.active_jobs) / max_calls
+
     server = AgentServer(
         ws_url=settings.livekit_url or None,
         api_key=settings.livekit_api_key or None,
         api_secret=settings.livekit_api_secret or None,
+        job_executor_type=JobExecutorType.THREAD,
+        load_fnc=load,
+        load_threshold=1.0,
+        # With no call running, LiveKit's per-call load estimate is threshold / idle processes.
+        num_idle_processes=max_calls,
         shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT,
+        host=settings.http_host,
+        port=settings.http_port,
     )
 
     def prewarm(proc: JobProcess) -> None:

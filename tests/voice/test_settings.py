@@ -13,7 +13,11 @@ from voice_worker.settings import VoiceWorkerSettings
 pytestmark = pytest.mark.unit
 
 BASE = {"SYNTERA_DEV_MODE": "true"}
-CLOUD = {"LIVEKIT_URL": "wss://lk.example", "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "secret-value"}
+CLOUD = {
+    "LIVEKIT_URL": "wss://acme-x1y2.livekit.cloud",
+    "LIVEKIT_API_KEY": "key",
+    "LIVEKIT_API_SECRET": "secret-value",
+}
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> VoiceWorkerSettings:
@@ -32,6 +36,14 @@ def test_defaults_are_offline_without_cloud_credentials(monkeypatch: pytest.Monk
 
 def test_auto_is_cloud_with_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _settings(monkeypatch, CLOUD).default_mode == "cloud"
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1:7880", "wss://livekit.example.com", "wss://livekit.cloud.example"]
+)
+def test_auto_is_offline_with_a_self_hosted_server(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    # LiveKit Inference takes LiveKit Cloud keys only; a local or self-hosted server's keys would fail.
+    assert _settings(monkeypatch, {**CLOUD, "LIVEKIT_URL": url}).default_mode == "offline"
 
 
 @pytest.mark.parametrize("name", ["Bad Name", "", "-starts-with-dash", "x" * 64, "UPPER"])

@@ -52,6 +52,12 @@ class Providers:
 
 
 @cache
+def import_plugins() -> None:
+    """Imports the LiveKit plugins calls use; LiveKit requires this on the main thread."""
+    from livekit.plugins import openai, silero  # noqa: F401 - imported for their registration
+
+
+@cache
 def shared_vad() -> vad.VAD:
     """Silero VAD (its ONNX model ships in the wheel), loaded once per process."""
     from livekit.plugins import silero
