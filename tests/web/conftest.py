@@ -16,7 +16,7 @@ from devrun.ports import free_port
 from devrun.processes import ManagedProcess
 from devrun.webpage import ensure_built, page_command
 from tests.support.identity import user_token
-from tests.support.mesh import Mesh, StoreLike, start_mesh
+from tests.support.mesh import Mesh, StoreLike, start_test_mesh
 from tests.web.browser import Browser
 
 # Git-ignored (screenshots/ is in .gitignore); one PNG per test, named after it.
@@ -66,7 +66,7 @@ def web_mesh(
     workdir = tmp_path_factory.mktemp("web-mesh")
     page_port, foreign_port = free_port(), free_port()
     page_url = f"http://127.0.0.1:{page_port}"
-    mesh = start_mesh(store, workdir, with_chat=True, cors_allowed_origins=(page_url,))
+    mesh = start_test_mesh(store, workdir, with_chat=True, cors_allowed_origins=(page_url,))
     pages: list[ManagedProcess] = []
     try:
         assert mesh.envoy_url is not None
