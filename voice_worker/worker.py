@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 
 import structlog
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, cli
@@ -26,6 +27,8 @@ log = structlog.get_logger("voice_worker.worker")
 
 # LiveKit gives a job's shutdown callbacks this long before killing the process.
 SHUTDOWN_PROCESS_TIMEOUT = 15.0
+# How long a drain keeps retrying an earlier process's turns while chat_svc is unreachable.
+LEFTOVER_BUDGET_SECONDS = SHUTDOWN_PROCESS_TIMEOUT * 20
 
 
 class DispatchMetadataError(ValueError):
@@ -106,16 +109,9 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
     sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
     profiles = AgentProfiles(settings.agent_svc_address, credentials, settings.rpc_timeout_seconds)
-    # Turns an earlier process could not deliver: sent in the background, never blocking the call.
-    leftovers = asyncio.create_task(
-        drain_orphans(
-            settings.outbox_dir,
-            sink,
-            initial_backoff=settings.retry_initial_seconds,
-            max_backoff=settings.retry_max_seconds,
-            budget_seconds=SHUTDOWN_PROCESS_TIMEOUT * 20,
-        )
-    )
+    # Turns an earlier process could not deliver (again, in case chat_svc was down at start-up):
+    # sent in the background, never blocking the call.
+    leftovers = asyncio.create_task(_drain(settings, sink))
     try:
         call = await open_call(settings, call_id=ctx.job.id, dispatch=dispatch, profiles=profiles, sink=sink)
     except ProviderChoiceError as exc:
@@ -142,6 +138,39 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     await ctx.connect()
 
 
+async def _drain(settings: VoiceWorkerSettings, sink: ChatTranscriptSink) -> int:
+    return await drain_orphans(
+        settings.outbox_dir,
+        sink,
+        initial_backoff=settings.retry_initial_seconds,
+        max_backoff=settings.retry_max_seconds,
+        budget_seconds=LEFTOVER_BUDGET_SECONDS,
+    )
+
+
+def start_leftover_drain(settings: VoiceWorkerSettings) -> threading.Thread:
+    """Sends the turns a killed worker left in its outbox, as soon as this worker starts.
+
+    Waiting for the next call would leave a crashed call's last turns missing from its conversation
+    for as long as nobody calls. The drain runs on its own thread and event loop beside the LiveKit
+    worker, which owns the main loop; outbox files are locked by their owners, so a drain never
+    takes the outbox of a call in progress.
+    """
+
+    async def drain() -> None:
+        credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+        sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
+        try:
+            emptied = await _drain(settings, sink)
+            log.info("leftover turns drained at start-up", outboxes=emptied)
+        finally:
+            await sink.aclose()
+
+    thread = threading.Thread(target=lambda: asyncio.run(drain()), name="outbox-leftovers", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_worker(settings: VoiceWorkerSettings, command: str) -> None:
     """Hands over to the LiveKit CLI (`start` for production, `dev` for reloads and debug logs)."""
     if not settings.livekit_url:
@@ -149,4 +178,5 @@ def run_worker(settings: VoiceWorkerSettings, command: str) -> None:
             "LIVEKIT_URL must be set to run the worker (use `simulate` to try it without LiveKit)"
         )
     sys.argv = [sys.argv[0], command]
+    start_leftover_drain(settings)
     cli.run_app(build_server(settings))

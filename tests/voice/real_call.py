@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from livekit import api
+from livekit.protocol import models as lk_models
 
 from syntera.conversation.v1 import resources_pb2 as res
 from tests.support.identity import user_token
@@ -63,3 +66,43 @@ async def wait_for_messages(
 
 def final_turns(messages: list[res.Message], role: res.Role.ValueType) -> list[res.Message]:
     return [m for m in messages if m.role == role and m.final and m.source == res.MESSAGE_SOURCE_TRANSCRIPT]
+
+
+@asynccontextmanager
+async def livekit_api(mesh: Mesh) -> AsyncIterator[api.LiveKitAPI]:
+    """The LiveKit server API, to see what the server itself says about rooms and participants."""
+    client = api.LiveKitAPI(mesh.livekit.http_url, mesh.livekit.api_key, mesh.livekit.api_secret)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def participants(mesh: Mesh, room_name: str) -> list[lk_models.ParticipantInfo]:
+    """Who the server has in the room (none when the room is gone)."""
+    async with livekit_api(mesh) as client:
+        try:
+            reply = await client.room.list_participants(api.ListParticipantsRequest(room=room_name))
+        except api.TwirpError as exc:
+            if exc.code == api.TwirpErrorCode.NOT_FOUND:
+                return []
+            raise
+    return list(reply.participants)
+
+
+async def agents_in_room(mesh: Mesh, room_name: str) -> list[str]:
+    return [
+        p.identity
+        for p in await participants(mesh, room_name)
+        if p.kind == lk_models.ParticipantInfo.Kind.AGENT
+    ]
+
+
+async def wait_for(probe: Callable[[], Awaitable[bool]], what: str, *, within: float = 30.0) -> None:
+    """Polls `probe` until it holds; fails naming `what`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await probe():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {within:.0f} s")

@@ -7,17 +7,21 @@ first speech), speaks espeak-ng sentences and listens to the agent. Providers ar
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devrun.caller import Caller
 from syntera.conversation.v1 import resources_pb2 as res
 from tests.conftest import Store
+from tests.support.identity import user_token
 from tests.support.mesh import Mesh, start_test_mesh
 from tests.voice.audio import RATE, speak, word_error_rate
-from tests.voice.real_call import final_turns, new_call, wait_for_messages
+from tests.voice.real_call import USER, agents_in_room, final_turns, new_call, wait_for, wait_for_messages
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -80,3 +84,99 @@ def test_worker_log_has_no_transcript_text(call_mesh: Mesh) -> None:
     assert "registered worker" in log
     for sentence in SENTENCES:
         assert sentence.lower().rstrip(".?") not in log.lower()
+
+
+async def _greeted(caller: Caller) -> float:
+    """Waits for the agent and its whole greeting, as a person does before speaking."""
+    await caller.wait_for_agent(within=30)
+    await caller.wait_for_agent_speech(after=0, within=30)
+    return await caller.wait_until_agent_quiet(quiet_for=1.0)
+
+
+async def test_a_room_created_first_still_gets_exactly_one_agent(call_mesh: Mesh) -> None:
+    # LiveKit drops the token's dispatch when the room already exists, so CreateRoom dispatches.
+    join = await new_call(call_mesh)
+    assert call_mesh.envoy_url is not None
+    async with httpx.AsyncClient(base_url=call_mesh.envoy_url, timeout=10) as http:
+        created = await http.post(
+            "/api/livekit/room/create",
+            json={"conversationId": join.conversation_id},
+            headers={"authorization": f"Bearer {user_token(USER)}"},
+        )
+    assert created.status_code == 200, created.text
+    assert created.json()["exists"] is False
+    async with Caller() as caller:
+        await caller.join(join.url, join.token)
+        await _greeted(caller)
+        assert len(await agents_in_room(call_mesh, join.room_name)) == 1
+        speech = speak(SENTENCES[1])
+        spoken_end = await caller.say(speech.samples, RATE)
+        await caller.wait_for_agent_speech(after=spoken_end, within=ANSWER_WITHIN_SECONDS)
+        # Still one agent after a whole turn: the token did not bring a second one.
+        assert len(await agents_in_room(call_mesh, join.room_name)) == 1
+
+
+async def test_leaving_ends_the_job_and_talking_over_the_agent_keeps_its_cut_turn(call_mesh: Mesh) -> None:
+    join = await new_call(call_mesh)
+    async with Caller() as caller:
+        await caller.join(join.url, join.token)
+        await _greeted(caller)
+        long_request = speak("Please tell me everything about my internet plan and the bill for this month.")
+        spoken_end = await caller.say(long_request.samples, RATE)
+        answer_start = await caller.wait_for_agent_speech(after=spoken_end, within=ANSWER_WITHIN_SECONDS)
+        # The scripted answer repeats the request and takes several seconds: cut in after one.
+        await asyncio.sleep(max(0.0, answer_start + 1.0 - time.monotonic()))
+        await caller.say(speak("Stop, stop, that is enough, thank you.").samples, RATE)
+        await caller.wait_until_agent_quiet(quiet_for=1.5)
+    # The caller hung up: the agent leaves and the room empties.
+    await wait_for(
+        lambda: _no_agent(call_mesh, join.room_name), "the agent leaving the room after the caller left"
+    )
+
+    def interrupted_turn_stored(messages: list[res.Message]) -> bool:
+        return any(m.interrupted for m in final_turns(messages, res.ROLE_AGENT))
+
+    messages = await wait_for_messages(call_mesh, join.conversation_id, interrupted_turn_stored)
+    (cut,) = [m for m in final_turns(messages, res.ROLE_AGENT) if m.interrupted]
+    # What was stored is what was spoken before the cut: shorter than the whole scripted answer.
+    assert cut.text
+    assert "scripted offline responder" not in cut.text
+    users = final_turns(messages, res.ROLE_USER)
+    assert len(users) == 2, [m.text for m in users]
+    assert word_error_rate("Stop, stop, that is enough, thank you.", users[1].text) <= 0.5, users[1].text
+
+
+async def _no_agent(mesh: Mesh, room_name: str) -> bool:
+    return not await agents_in_room(mesh, room_name)
+
+
+async def test_five_simultaneous_calls_on_one_worker_keep_their_transcripts_apart(call_mesh: Mesh) -> None:
+    sentences = (
+        "I would like to check the status of my order.",
+        "My internet connection keeps dropping every evening.",
+        "Can you send a technician tomorrow morning?",
+        "Please cancel my subscription at the end of the month.",
+        "What time does the store open on Saturday?",
+    )
+
+    async def one_call(sentence: str) -> str:
+        join = await new_call(call_mesh)
+        async with Caller() as caller:
+            await caller.join(join.url, join.token)
+            await _greeted(caller)
+            spoken_end = await caller.say(speak(sentence).samples, RATE)
+            await caller.wait_for_agent_speech(after=spoken_end, within=30)
+            await caller.wait_until_agent_quiet(quiet_for=1.0)
+        return join.conversation_id
+
+    conversations = await asyncio.gather(*(one_call(s) for s in sentences))
+    for sentence, conversation_id in zip(sentences, conversations, strict=True):
+
+        def answered(messages: list[res.Message]) -> bool:
+            return len(final_turns(messages, res.ROLE_AGENT)) >= 2
+
+        messages = await wait_for_messages(call_mesh, conversation_id, answered)
+        (user,) = final_turns(messages, res.ROLE_USER)
+        assert word_error_rate(sentence, user.text) <= MAX_WORD_ERROR, (sentence, user.text)
+        others = [s for s in sentences if s != sentence]
+        assert all(word_error_rate(other, user.text) > MAX_WORD_ERROR for other in others)
