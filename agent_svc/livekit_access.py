@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent_svc import ids
-from agent_svc.livekit_gateway import LiveKitGateway, RoomNotFoundError
+from agent_svc.livekit_gateway import LiveKitGateway, RoomInfo, RoomNotFoundError
 from agent_svc.model import (
     AgentDispatched,
     CallMedia,
@@ -119,27 +119,25 @@ class LiveKitAccess:
     async def create_room(self, caller: Caller, conversation_id: str, agent_id: str) -> RoomCreated:
         agent_id = await self._agent_for(caller, conversation_id, agent_id)
         name = ids.room_name(conversation_id)
-        policy = self._minter.policy
         async with self._lock(name):
-            existing = await self._gateway.find_room(name)
-            room = existing or await self._gateway.create_room(
-                name, policy.empty_timeout_seconds, policy.max_participants
-            )
+            room, existed = await self._ensure_room(name)
             # LiveKit ignores the dispatch carried in tokens for pre-created rooms (livekit issue 4390):
             # dispatch explicitly, unless our agent already is.
             dispatched = await self._ensure_dispatch(name, conversation_id, agent_id)
-        log.info(
-            "room ready",
-            room=name,
-            existed=existing is not None,
-            new_dispatch=not dispatched.already_dispatched,
-        )
-        return RoomCreated(name, existing is not None, room.sid, dispatched.dispatch_id)
+        log.info("room ready", room=name, existed=existed, new_dispatch=not dispatched.already_dispatched)
+        return RoomCreated(name, existed, room.sid, dispatched.dispatch_id)
 
     async def dispatch_agent(self, caller: Caller, conversation_id: str, agent_id: str) -> AgentDispatched:
+        """Dispatches the agent unless it already is; creates the room first when there is none.
+
+        LiveKit cannot list the dispatches of a room it does not have (it answers 503 after a few
+        seconds), and its CreateDispatch would create the room with the server's defaults instead of
+        our empty timeout and size limit: so the room is made here, as CreateRoom makes it.
+        """
         agent_id = await self._agent_for(caller, conversation_id, agent_id)
         name = ids.room_name(conversation_id)
         async with self._lock(name):
+            await self._ensure_room(name)
             return await self._ensure_dispatch(name, conversation_id, agent_id)
 
     async def list_participants(self, caller: Caller, conversation_id: str) -> list[ParticipantView]:
@@ -184,6 +182,15 @@ class LiveKitAccess:
         if facts.ended:
             raise failed_precondition("the conversation has ended", "CONVERSATION_ENDED")
         return facts
+
+    async def _ensure_room(self, name: str) -> tuple[RoomInfo, bool]:
+        """The room `name`, created with our policy unless it exists; and whether it existed."""
+        existing = await self._gateway.find_room(name)
+        if existing is not None:
+            return existing, True
+        policy = self._minter.policy
+        created = await self._gateway.create_room(name, policy.empty_timeout_seconds, policy.max_participants)
+        return created, False
 
     async def _ensure_dispatch(self, room: str, conversation_id: str, agent_id: str) -> AgentDispatched:
         agent_name = self._minter.policy.agent_name

@@ -41,7 +41,8 @@ class TokenPolicy:
         min_ttl_seconds: Shortest TTL a request may ask for.
         max_ttl_seconds: Longest TTL a request may ask for.
         empty_timeout_seconds: How long LiveKit keeps an empty room.
-        max_participants: Room size limit (0 = LiveKit's default, unlimited).
+        max_participants: Room size limit (0 = LiveKit's default, unlimited). LiveKit counts users
+            only: agent participants always get in.
     """
 
     url: str

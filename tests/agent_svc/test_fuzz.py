@@ -1,7 +1,7 @@
 """Property test: random field values at every agent_svc RPC get only documented status codes.
 
-Runs against agent_svc as a real process (with the real chat_svc for ownership, when present, and the
-LiveKit stand-in), so validation, ownership and LiveKit errors are all on the path.
+Runs against agent_svc as a real process in the shared mesh (with the real chat_svc for ownership, when
+present, and the real LiveKit server), so validation, ownership and LiveKit errors are all on the path.
 """
 
 from __future__ import annotations

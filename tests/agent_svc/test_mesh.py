@@ -1,17 +1,14 @@
-"""agent_svc as a real process (`python -m agent_svc`) with the store and the LiveKit stand-in process."""
+"""agent_svc as a real process (`python -m agent_svc`) with the store and the real LiveKit server."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -22,39 +19,12 @@ from devrun.ports import free_port
 from devrun.processes import ManagedProcess
 from syntera.livekit.v1 import livekit_service_pb2 as pb
 from syntera.livekit.v1 import livekit_service_pb2_grpc as pb_grpc
+from tests.agent_svc.livekit_support import LiveKitServer, joined
 from tests.agent_svc.support import LIVEKIT_KEY, LIVEKIT_SECRET
 from tests.conftest import Store
 from tests.support.identity import JWT_SECRET, bearer, service_token
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def livekit_process(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    process = ManagedProcess(
-        "livekit-standin",
-        [
-            sys.executable,
-            "-m",
-            "tests.support.livekit_standin",
-            "--port",
-            str(port),
-            "--api-key",
-            LIVEKIT_KEY,
-            "--api-secret",
-            LIVEKIT_SECRET,
-        ],
-        tmp_path / "livekit.log",
-        cwd=ROOT,
-    ).start()
-    try:
-        process.wait_for_port("127.0.0.1", port, timeout=30)
-        yield port
-    finally:
-        process.stop()
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -64,8 +34,9 @@ def _env(**overrides: str) -> dict[str, str]:
 
 
 async def test_agent_svc_process_serves_and_stops_cleanly_on_sigterm(
-    tmp_path: Path, store: Store, database_name: str, livekit_process: int
+    tmp_path: Path, store: Store, database_name: str, livekit: LiveKitServer
 ) -> None:
+    conversation_id = f"m-{uuid.uuid4().hex[:12]}"
     port = free_port()
     log_path = tmp_path / "agent_svc.log"
     process = ManagedProcess(
@@ -77,7 +48,7 @@ async def test_agent_svc_process_serves_and_stops_cleanly_on_sigterm(
             AGENT_SVC_PORT=str(port),
             MONGODB_URI=store.uri,
             MONGODB_DATABASE=database_name,
-            LIVEKIT_URL=f"ws://127.0.0.1:{livekit_process}",
+            LIVEKIT_URL=livekit.url,
             LIVEKIT_API_KEY=LIVEKIT_KEY,
             LIVEKIT_API_SECRET=LIVEKIT_SECRET,
             CHAT_SVC_ADDRESS="127.0.0.1:1",
@@ -92,18 +63,25 @@ async def test_agent_svc_process_serves_and_stops_cleanly_on_sigterm(
             stub = pb_grpc.LiveKitServiceStub(channel)
             service = bearer(service_token("chat_svc"))
             token = await stub.GenerateToken(
-                pb.GenerateTokenRequest(conversation_id="m1", user_id="alice", agent_id="default"),
+                pb.GenerateTokenRequest(conversation_id=conversation_id, user_id="alice", agent_id="default"),
                 metadata=service,
                 timeout=10,
             )
             assert TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(token.token).identity == "alice"
             created = await stub.CreateRoom(
-                pb.CreateRoomRequest(conversation_id="m1"), metadata=service, timeout=10
+                pb.CreateRoomRequest(conversation_id=conversation_id), metadata=service, timeout=10
             )
-            assert created.room_name == "conversation:m1"
+            assert created.room_name == f"conversation:{conversation_id}"
             assert not created.exists
-        state = await asyncio.to_thread(_standin_state, livekit_process)
-        assert [d["agentName"] for d in state["rooms"]["conversation:m1"]["dispatches"]] == ["syntera-voice"]
+            # The token joins the room the process created, and the server holds our dispatch.
+            async with joined(token.url, token.token) as alice:
+                assert alice.room.name == created.room_name
+            server = livekit.api()
+            try:
+                dispatches = await server.agent_dispatch.list_dispatch(created.room_name)
+            finally:
+                await server.aclose()
+            assert [d.id for d in dispatches if d.agent_name == "syntera-voice"] == [created.dispatch_id]
 
         process.signal(signal.SIGTERM)
         assert process.popen is not None
@@ -128,13 +106,6 @@ async def _wait_serving(channel: grpc.aio.Channel, service: str, within_seconds:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{service} not SERVING after {within_seconds}s: {status}")
-
-
-def _standin_state(port: int) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/_standin/state"
-    with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - loopback test endpoint
-        state: dict[str, Any] = json.load(reply)
-    return state
 
 
 @pytest.mark.parametrize("missing", ["LIVEKIT_API_SECRET", "LIVEKIT_URL"])
