@@ -15,6 +15,7 @@ from livekit import api
 
 from syntera.conversation.v1 import conversation_service_pb2 as conversation_pb2
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conversation_grpc
+from tests.agent_svc.livekit_support import joined
 from tests.support.identity import bearer, user_token
 from tests.support.mesh import Mesh
 
@@ -55,6 +56,10 @@ async def test_voice_call_setup_through_json(mesh: Mesh, edge: httpx.AsyncClient
     assert [a.agent_name for a in claims.room_config.agents] == ["syntera-voice"]
     metadata = json.loads(claims.room_config.agents[0].metadata)
     assert metadata == {"conversationId": conversation["conversationId"], "agentId": "default"}
+    # The join info is usable as it comes: the LiveKit server admits carol to the room.
+    assert join["url"] == mesh.livekit.ws_url
+    async with joined(join["url"], join["token"]) as carol:
+        assert (carol.identity, carol.room.name) == ("carol", join["roomName"])
 
     got = await edge.get(f"/v1/conversations/{conversation['conversationId']}", headers=_auth("carol"))
     assert got.status_code == 200, got.text

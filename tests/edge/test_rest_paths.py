@@ -1,15 +1,21 @@
-"""The seed's LiveKit REST surface, called like curl does, through a real Envoy to a real agent_svc."""
+"""The seed's LiveKit REST surface, called like curl does, through a real Envoy to a real agent_svc.
+
+The mesh runs the real LiveKit server: tokens from the REST path are joined with the rtc package.
+"""
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 from livekit import api
+from livekit.protocol import models as lk_models
 
+from tests.agent_svc.livekit_support import joined, wait_for_tracks
 from tests.edge.conftest import ConversationMaker
 from tests.support.identity import JWT_SECRET, service_token, user_token
 from tests.support.mesh import Mesh
@@ -59,6 +65,9 @@ async def test_token_path_returns_a_livekit_token_that_verifies(
     assert claims.video is not None
     assert claims.video.room == f"conversation:{conversation_id}"
     assert claims.video.room_join is True
+    # The LiveKit server takes it: the token joins the conversation's room.
+    async with joined(body["url"], body["token"]) as alice:
+        assert (alice.identity, alice.room.name) == ("alice", body["roomName"])
 
 
 async def test_room_create_is_idempotent(
@@ -80,11 +89,22 @@ async def test_room_create_is_idempotent(
     assert second["exists"] is True
 
 
-async def test_participants_path_lists_who_is_in_the_room(
-    mesh: Mesh, edge: httpx.AsyncClient, new_conversation: ConversationMaker
-) -> None:
-    conversation_id = await new_conversation("alice")
-    room = f"conversation:{conversation_id}"
+async def _video_conversation(mesh: Mesh, edge: httpx.AsyncClient, user: str) -> str:
+    """A VIDEO conversation the user owns (any fresh id when the mesh has no chat_svc)."""
+    if mesh.chat_addr is None:
+        return uuid.uuid4().hex
+    reply = await edge.post(
+        "/v1/conversations",
+        json={"agentId": "default", "channel": "CHANNEL_VIDEO", "requestId": uuid.uuid4().hex},
+        headers=_auth(user_token(user)),
+    )
+    assert reply.status_code == 200, reply.text
+    conversation_id: str = reply.json()["conversation"]["conversationId"]
+    return conversation_id
+
+
+async def test_participants_path_lists_who_is_in_the_room(mesh: Mesh, edge: httpx.AsyncClient) -> None:
+    conversation_id = await _video_conversation(mesh, edge, "alice")
     created = await edge.post(
         "/api/livekit/room/create",
         json={"conversationId": conversation_id},
@@ -98,19 +118,36 @@ async def test_participants_path_lists_who_is_in_the_room(
     assert empty.status_code == 200, empty.text
     assert empty.json() == {"participants": []}
 
-    async with httpx.AsyncClient(base_url=mesh.livekit.http_url) as standin:
-        added = await standin.post(
-            "/_standin/participants",
-            json={"room": room, "identity": "alice", "name": "Alice", "sources": ["microphone", "camera"]},
-        )
-        assert added.status_code == 200
-    reply = await edge.get(
-        f"/api/livekit/room/{conversation_id}/participants", headers=_auth(user_token("alice"))
+    token = await edge.post(
+        "/api/livekit/token",
+        json={
+            "conversationId": conversation_id,
+            "agentId": "default",
+            "media": "CALL_MEDIA_VIDEO",
+            "displayName": "Alice",
+        },
+        headers=_auth(user_token("alice")),
     )
+    assert token.status_code == 200, token.text
+    join = token.json()
+    async with joined(join["url"], join["token"]) as alice:
+        await alice.publish_microphone()
+        await alice.publish_camera()
+        server = api.LiveKitAPI(mesh.livekit.http_url, mesh.livekit.api_key, mesh.livekit.api_secret)
+        try:
+            sources = {lk_models.TrackSource.MICROPHONE, lk_models.TrackSource.CAMERA}
+            await wait_for_tracks(server, join["roomName"], {"alice": sources})
+        finally:
+            await server.aclose()
+        reply = await edge.get(
+            f"/api/livekit/room/{conversation_id}/participants", headers=_auth(user_token("alice"))
+        )
     assert reply.status_code == 200, reply.text
     participants = reply.json()["participants"]
     assert [p["identity"] for p in participants] == ["alice"]
     assert participants[0]["name"] == "Alice"
+    assert participants[0]["kind"] == "PARTICIPANT_KIND_USER"
+    assert participants[0]["state"] == "PARTICIPANT_STATE_ACTIVE"
     assert set(participants[0]["publishedSources"]) == {"TRACK_SOURCE_MICROPHONE", "TRACK_SOURCE_CAMERA"}
 
 

@@ -1,7 +1,8 @@
 """Every cross-user attempt is refused, end to end: Envoy → chat_svc / agent_svc (→ chat_svc for ownership).
 
-Alice owns a voice call (with a room and participants in the LiveKit stand-in); Bob, signed in with his
-own valid token, tries every path on it. Afterwards Alice's call is untouched.
+Alice owns a voice call: a room on the real LiveKit server that she has joined with the rtc package. Bob,
+signed in with his own valid token, tries every path on it. Afterwards Alice's call is untouched: she is
+still connected (Bob's DeleteRoom would have disconnected her) and the only one in the room.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from syntera.conversation.v1 import conversation_service_pb2 as conversation_pb2
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conversation_grpc
 from syntera.conversation.v1 import resources_pb2 as conversation_resources
+from tests.agent_svc.livekit_support import joined
 from tests.edge.conftest import ConversationMaker
 from tests.support.identity import bearer, user_token
 from tests.support.mesh import Mesh
@@ -54,10 +56,19 @@ async def test_another_user_is_refused_on_every_path(
     mesh: Mesh, edge: httpx.AsyncClient, new_conversation: ConversationMaker
 ) -> None:
     cid = await _owned_call(edge, new_conversation)
-    for method, path, body in _attempts(cid):
-        reply = await edge.request(method, path, json=body, headers=_auth("bob"), timeout=10)
-        assert reply.status_code == 403, f"{method} {path}: {reply.status_code} {reply.text}"
-        assert reply.json()["code"] == grpc.StatusCode.PERMISSION_DENIED.value[0], f"{method} {path}"
+    token = await edge.post(
+        "/api/livekit/token", json={"conversationId": cid, "agentId": "default"}, headers=_auth("alice")
+    )
+    assert token.status_code == 200, token.text
+    async with joined(token.json()["url"], token.json()["token"]) as alice:
+        for method, path, body in _attempts(cid):
+            reply = await edge.request(method, path, json=body, headers=_auth("bob"), timeout=10)
+            assert reply.status_code == 403, f"{method} {path}: {reply.status_code} {reply.text}"
+            assert reply.json()["code"] == grpc.StatusCode.PERMISSION_DENIED.value[0], f"{method} {path}"
+        assert alice.room.isconnected()
+        assert not alice.disconnected.is_set()
+        participants = await edge.get(f"/api/livekit/room/{cid}/participants", headers=_auth("alice"))
+        assert [p["identity"] for p in participants.json()["participants"]] == ["alice"]
 
     listed = await edge.get("/v1/conversations?pageSize=100", headers=_auth("bob"))
     assert listed.status_code == 200, listed.text
