@@ -1,5 +1,10 @@
 """Fixtures for the browser tests: a real mesh whose Envoy allows the page's origin, the built page
-served on that origin, and a headless Chromium per test that saves a screenshot when the test ends."""
+served on that origin, and a headless Chromium per test that saves a screenshot when the test ends.
+
+The mesh runs the real LiveKit server, so a page that starts a call really joins its room (Chromium's
+fake microphone). `livekit_unreachable` kills that server for one test: the page is handed the URL
+of a closed port, as when the call server is down.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,11 @@ import grpc
 import pytest
 
 from devrun.launch import ROOT
-from devrun.ports import free_port
+from devrun.ports import free_port, port_open
 from devrun.processes import ManagedProcess
 from devrun.webpage import ensure_built, page_command
 from tests.support.identity import user_token
-from tests.support.mesh import Mesh, StoreLike, start_test_mesh
+from tests.support.mesh import LIVEKIT, Mesh, StoreLike, start_test_mesh
 from tests.web.browser import Browser
 
 # Git-ignored (screenshots/ is in .gitignore); one PNG per test, named after it.
@@ -28,7 +33,7 @@ class WebMesh:
     """The mesh plus the page.
 
     Attributes:
-        mesh: The running services, stand-in and Envoy.
+        mesh: The running services, the real LiveKit server and Envoy.
         page_url: Origin serving the page; Envoy's CORS policy allows it.
         foreign_page_url: The same page served on an origin Envoy does NOT allow.
     """
@@ -76,7 +81,25 @@ def web_mesh(
     finally:
         for proc in reversed(pages):
             proc.stop()
+        # On SIGTERM LiveKit waits until the closed pages' participants time out (the mesh's stop
+        # would give up after 10 s): nothing is left to drain, so kill it.
+        mesh.kill(LIVEKIT)
         mesh.close()
+
+
+@pytest.fixture
+def livekit_unreachable(web_mesh: WebMesh) -> Iterator[str]:
+    """The mesh's LiveKit server killed for this test, started again (same port) afterwards.
+
+    Yields its URL, which agent_svc still hands out in tokens and which nothing answers now.
+    """
+    mesh = web_mesh.mesh
+    mesh.kill(LIVEKIT)
+    assert not port_open("127.0.0.1", mesh.livekit.port), "the LiveKit port should be closed"
+    try:
+        yield mesh.livekit.ws_url
+    finally:
+        mesh.start(LIVEKIT)
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 Every request of the page goes through Envoy over gRPC-web; the tests check the outcome through the
 API (direct gRPC to chat_svc), and play the voice worker by reporting transcripts with a service token.
-LiveKit is the Twirp stand-in, which speaks no WebRTC signalling: joining a call fails as it does
-against an unreachable LiveKit, and the page must say so and keep working.
+The mesh's LiveKit server is real and the page joins its rooms; tests taking `livekit_unreachable`
+run with that server killed, so joining fails as against any unreachable call server, and the page
+must say so and keep working. (What happens inside a joined call is for the in-call tests.)
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ async def wait_transcript_live(
 
 
 async def test_page_signs_in_and_starts_a_voice_call_while_livekit_is_unreachable(
-    browser: Browser, web_mesh: WebMesh, chat_channel: grpc.aio.Channel, token: str, user_id: str
+    browser: Browser,
+    web_mesh: WebMesh,
+    livekit_unreachable: str,
+    chat_channel: grpc.aio.Channel,
+    token: str,
+    user_id: str,
 ) -> None:
     # Sign in the way the README says: paste the token.
     await browser.goto(web_mesh.page_url)
@@ -88,6 +94,7 @@ async def test_page_signs_in_and_starts_a_voice_call_while_livekit_is_unreachabl
     await browser.wait("#call-notice")
     notice = await browser.text("#call-notice")
     assert "Cannot reach the call server (LiveKit)" in notice
+    assert livekit_unreachable in notice
     assert "transcript and text chat below keep working" in notice
     assert await browser.attribute("#livekit-status", "data-state") in {"disconnected", "connecting"}
     # ... and the rest of the page keeps working: the transcript stream is live, the text box enabled.
@@ -201,7 +208,7 @@ async def test_hang_up_ends_the_conversation(
 
 
 async def test_a_call_opened_from_the_list_gets_a_fresh_livekit_token(
-    browser: Browser, web_mesh: WebMesh, chat_channel: grpc.aio.Channel, token: str
+    browser: Browser, web_mesh: WebMesh, livekit_unreachable: str, chat_channel: grpc.aio.Channel, token: str
 ) -> None:
     created = await stub(chat_channel).CreateConversation(
         cs.CreateConversationRequest(agent_id="default", channel=res.CHANNEL_VOICE, title="made elsewhere"),
@@ -214,9 +221,10 @@ async def test_a_call_opened_from_the_list_gets_a_fresh_livekit_token(
     await browser.click(item)
     await browser.wait(f"#conversation[data-conversation-id='{conversation_id}']", state="attached")
     # No join info came with the list: the page asked LiveKitService.GenerateToken (through gRPC-web)
-    # and tried the URL it returned; a token error would have been a different notice.
+    # and tried the URL it returned (killed here, so the notice names it); a token error would have
+    # been a different notice.
     await browser.wait("#call-notice")
-    assert web_mesh.mesh.livekit.ws_url in await browser.text("#call-notice")
+    assert livekit_unreachable in await browser.text("#call-notice")
     assert await browser.evaluate("() => document.querySelector('#error-banner').hidden") is True
 
 
