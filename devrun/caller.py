@@ -99,6 +99,8 @@ class Caller:
         self._agent_joined = asyncio.Event()
         self._agent_left = asyncio.Event()
         self._disconnected = asyncio.Event()
+        self._reconnecting = asyncio.Event()
+        self._reconnected = asyncio.Event()
         self._muted = False
         self.agent_identity: str | None = None
         self.disconnect_reason: str | None = None
@@ -115,6 +117,8 @@ class Caller:
         self.room.on("participant_disconnected", self._on_participant_left)
         self.room.on("track_subscribed", self._on_track)
         self.room.on("disconnected", self._on_disconnected)
+        self.room.on("reconnecting", lambda: self._reconnecting.set())
+        self.room.on("reconnected", lambda: self._reconnected.set())
         await asyncio.wait_for(self.room.connect(url, token), within)
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
@@ -164,6 +168,11 @@ class Caller:
 
     async def wait_for_agent_to_leave(self, within: float = 30.0) -> None:
         await _wait(self._agent_left, within, "the agent did not leave")
+
+    async def wait_for_reconnected(self, within: float = 30.0) -> None:
+        """Waits until the connection dropped and came back (the SDK reconnects by itself)."""
+        await _wait(self._reconnecting, within, "the connection did not drop")
+        await _wait(self._reconnected, within, "the caller did not reconnect")
 
     async def wait_disconnected(self, within: float = 30.0) -> None:
         await _wait(self._disconnected, within, "the caller was not disconnected")

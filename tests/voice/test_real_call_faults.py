@@ -1,0 +1,108 @@
+"""Real calls under faults: the worker SIGKILLed mid-call, the LiveKit server restarted mid-call.
+
+Each test builds its own mesh (LiveKit server, services, Envoy, voice worker) because it kills or
+restarts processes of it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from livekit.protocol import models as lk_models
+
+from devrun.caller import Caller
+from syntera.conversation.v1 import resources_pb2 as res
+from tests.support.mesh import CHAT_SVC, LIVEKIT, VOICE_WORKER, Mesh, MeshFactory
+from tests.voice.audio import RATE, speak, word_error_rate
+from tests.voice.real_call import (
+    agents_in_room,
+    final_turns,
+    new_call,
+    participants,
+    wait_for,
+    wait_for_messages,
+)
+
+pytestmark = [pytest.mark.mesh, pytest.mark.slow, pytest.mark.timeout(300)]
+
+FIRST = "I would like to check the status of my order."
+SECOND = "Can you send a technician tomorrow morning?"
+MAX_WORD_ERROR = 0.4
+
+
+async def _greeted(caller: Caller) -> float:
+    await caller.wait_for_agent(within=30)
+    await caller.wait_for_agent_speech(after=0, within=30)
+    return await caller.wait_until_agent_quiet(quiet_for=1.0)
+
+
+async def _turn(caller: Caller, sentence: str) -> None:
+    spoken_end = await caller.say(speak(sentence).samples, RATE)
+    await caller.wait_for_agent_speech(after=spoken_end, within=15)
+    await caller.wait_until_agent_quiet(quiet_for=1.0)
+
+
+async def test_turns_held_by_a_killed_worker_reach_chat_after_it_restarts(mesh_factory: MeshFactory) -> None:
+    mesh = mesh_factory(with_worker=True)
+    join = await new_call(mesh)
+    # chat_svc is down for the whole call, so every turn waits in the worker's outbox.
+    mesh.stop(CHAT_SVC)
+    async with Caller() as caller:
+        await caller.join(join.url, join.token)
+        await _greeted(caller)
+        await _turn(caller, FIRST)
+        mesh.kill(VOICE_WORKER)
+        await caller.wait_for_agent_to_leave(within=30)
+    mesh.start(CHAT_SVC)
+    mesh.start(VOICE_WORKER)
+
+    def delivered(messages: list[res.Message]) -> bool:
+        return bool(final_turns(messages, res.ROLE_USER)) and len(final_turns(messages, res.ROLE_AGENT)) >= 2
+
+    # No new call comes: the restarted worker sends the dead one's turns on its own.
+    messages = await wait_for_messages(mesh, join.conversation_id, delivered, within=60)
+    (user,) = final_turns(messages, res.ROLE_USER)
+    assert word_error_rate(FIRST, user.text) <= MAX_WORD_ERROR, user.text
+    # Greeting and answer, each once: none doubled, nothing else invented.
+    assert len(final_turns(messages, res.ROLE_AGENT)) == 2
+    assert len(messages) == 3
+    assert [m.seq for m in messages] == [1, 2, 3]
+
+
+async def test_livekit_restart_mid_call_reconnects_and_keeps_every_turn(mesh_factory: MeshFactory) -> None:
+    mesh = mesh_factory(with_worker=True)
+    join = await new_call(mesh)
+    async with Caller() as caller:
+        await caller.join(join.url, join.token)
+        await _greeted(caller)
+        await _turn(caller, FIRST)
+        agent = caller.agent_identity
+        # The server loses every room when it stops. Both sides' LiveKit SDKs rejoin the new one
+        # with their tokens: the same agent session carries on, with its state and its outbox.
+        mesh.restart(LIVEKIT)
+        await caller.wait_for_reconnected(within=30)
+        await wait_for(
+            lambda: _agent_publishing(mesh, join.room_name), "the agent back in the room", within=40
+        )
+        await _turn(caller, SECOND)
+        assert caller.agent_identity == agent
+        assert await agents_in_room(mesh, join.room_name) == [agent]
+
+    def both_answered(messages: list[res.Message]) -> bool:
+        return len(final_turns(messages, res.ROLE_AGENT)) >= 3
+
+    messages = await wait_for_messages(mesh, join.conversation_id, both_answered, within=60)
+    users = final_turns(messages, res.ROLE_USER)
+    assert len(users) == 2, [m.text for m in users]
+    assert word_error_rate(FIRST, users[0].text) <= MAX_WORD_ERROR, users[0].text
+    assert word_error_rate(SECOND, users[1].text) <= MAX_WORD_ERROR, users[1].text
+    # One greeting: the call went on, it did not start over with a second agent.
+    assert len(final_turns(messages, res.ROLE_AGENT)) == 3
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+
+
+async def _agent_publishing(mesh: Mesh, room_name: str) -> bool:
+    """The agent is back in the room with its audio track published (the server's view)."""
+    agents = [
+        p for p in await participants(mesh, room_name) if p.kind == lk_models.ParticipantInfo.Kind.AGENT
+    ]
+    return len(agents) == 1 and bool(agents[0].tracks)
