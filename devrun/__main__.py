@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devrun.settings import RunSettings
 from servicekit import auth
@@ -76,16 +77,28 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args.user, args.ttl)
     if args.command == "envoy-config":
         return _envoy_config(args.out, args.listen_host)
+    return _run()
+
+
+def _run() -> int:
     from devrun.launch import ROOT
+    from devrun.ports import port_open
+    from devrun.readiness import port_free
     from devrun.run import run  # imports grpc; keep `token` fast
-    from devrun.webpage import serve_for_run
+    from devrun.webpage import WebSettings, serve_for_run
 
     settings = RunSettings()
     # The browser needs an address it can reach: a wildcard listener is reached on loopback.
     edge_host = "127.0.0.1" if settings.envoy_host in ("0.0.0.0", "::", "") else settings.envoy_host  # noqa: S104
     edge_url = f"http://{edge_host}:{settings.envoy_port}"
+    web = WebSettings()
+    page_host = urlsplit(web.origin).hostname or "127.0.0.1"
+    # The page is served unless building or binding it failed (then serve_for_run has said why):
+    # a port free before and answering after is the page's.
+    free_before = port_free(web.host, web.port)
     with serve_for_run(edge_url, settings.origins, ROOT / settings.run_dir / "logs" / "web.log"):
-        return run(settings)
+        served = free_before and port_open(page_host, web.port)
+        return run(settings, page_url=web.origin + "/" if served else None)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""What `make run` prints once everything is ready: endpoints, a dev token, copy-paste examples."""
+"""What `make run` prints once everything is ready: how to call, endpoints, a dev token, examples."""
 
 from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from devrun.launch import ROOT
 from devrun.sample_audio import SampleCall
-from devrun.settings import LIVEKIT_DEV_API_KEY, LIVEKIT_DEV_URL, RunSettings
+from devrun.settings import RunSettings
 from servicekit import auth
 
 DEV_USER = "alice"
@@ -22,22 +23,92 @@ def grpcurl_path() -> str:
     return str(local) if local.exists() else "grpcurl"
 
 
-def livekit_notice(settings: RunSettings) -> str:
-    """The loud dev-mode note when no LiveKit is configured; empty otherwise."""
-    if settings.livekit_configured or not settings.effective_dev_mode:
-        return ""
-    bar = "!" * 78
-    return "\n".join(
-        [
-            bar,
-            "!! LiveKit is NOT configured (no LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET).",
-            f"!! Dev mode: tokens are minted for the LiveKit dev-server defaults: {LIVEKIT_DEV_URL},",
-            f"!! API key '{LIVEKIT_DEV_API_KEY}' and its well-known dev secret.",
-            "!! Token calls work now; room calls (create room, participants, joining) need a LiveKit",
-            "!! server there: `livekit-server --dev`. Set LIVEKIT_* (see .env.example) for a real one.",
-            bar,
+@dataclass(frozen=True)
+class CallSetup:
+    """What `make run` set up for calls, as the banner tells it (no keys: they are never printed).
+
+    Attributes:
+        page_url: The call page, or None when it is not served.
+        livekit_url: The LiveKit server every process was given (LIVEKIT_URL).
+        livekit_log: The log of the server make run started; None when it started none.
+        livekit_missing: Where the server binary was looked for when it is missing (then there is no
+            server and no worker: calls cannot connect); None otherwise.
+        worker_log: The voice worker's log.
+        worker_providers: The worker's default providers in words, once it is registered; else "".
+        worker_problem: Why the worker is not running; "" when it is.
+    """
+
+    page_url: str | None
+    livekit_url: str
+    livekit_log: Path | None = None
+    livekit_missing: Path | None = None
+    worker_log: Path | None = None
+    worker_providers: str = ""
+    worker_problem: str = ""
+
+
+def call_block(calls: CallSetup) -> list[str]:
+    """The first thing a newcomer reads: how to make a voice call now, or loudly why they cannot."""
+    if calls.livekit_missing is not None:
+        missing = _shown(calls.livekit_missing)
+        return _loud(
+            [
+                f"NO VOICE CALLS: the LiveKit server is not built ({missing} is missing).",
+                "make run started no LiveKit server and no voice worker, so calls cannot connect.",
+                "Install Go 1.26 or newer (https://go.dev/dl/), then run `make run` again: its bootstrap",
+                "builds the server once (about 2 minutes).",
+                "Or set LIVEKIT_SERVER_BIN to a livekit-server binary, or LIVEKIT_URL, LIVEKIT_API_KEY and",
+                "LIVEKIT_API_SECRET to a server of yours (see README.md and .env.example).",
+                "Everything else works: tokens, conversations, messages, `voice_worker simulate`.",
+            ]
+        )
+    rule = "=" * 78
+    lines = [rule, "MAKE A VOICE CALL"]
+    if calls.page_url is not None:
+        lines += [
+            f"  1. Open {calls.page_url} in a browser (allow the microphone when it asks).",
+            "  2. Sign in: paste the dev token printed below (the text after `export TOKEN=`).",
+            '  3. Press "Voice call" and talk. The agent greets you first; answer after its greeting.',
         ]
-    )
+    else:
+        lines.append(
+            "  The call page is not served (see the warning above); any LiveKit client can join with a"
+        )
+        lines.append("  token from /api/livekit/token (below).")
+    if calls.livekit_log is not None:
+        where = f"loopback only; log {_shown(calls.livekit_log)}"
+    else:
+        where = "LIVEKIT_URL; make run started no server"
+    lines.append(f"  LiveKit server  {calls.livekit_url}  ({where})")
+    if calls.worker_providers:
+        lines.append(f"  voice worker    registered with LiveKit; {calls.worker_providers}")
+        if calls.worker_log is not None:
+            lines.append(f"                  log {_shown(calls.worker_log)}")
+    lines.append(rule)
+    if calls.worker_problem:
+        log = f" Its log: {_shown(calls.worker_log)}." if calls.worker_log is not None else ""
+        lines += _loud(
+            [
+                "The voice worker is NOT running, so calls connect but no agent answers:",
+                calls.worker_problem,
+                f"Fix that and restart make run.{log}",
+            ]
+        )
+    return lines
+
+
+def closing_line(calls: CallSetup | None) -> str:
+    """The banner's last line (what stays on screen): the next step, or why there are no calls."""
+    stop = "Ctrl-C stops everything."
+    if calls is None:
+        return f"==> {stop}"
+    if calls.livekit_missing is not None:
+        return f"==> No voice calls: the LiveKit server is not built (see above). {stop}"
+    if calls.worker_problem:
+        return f"==> No agent answers calls: the voice worker is not running (see above). {stop}"
+    if calls.page_url is None:
+        return f"==> LiveKit and the voice worker are ready. {stop}"
+    return f'==> Voice call: open {calls.page_url}, sign in with the token, press "Voice call", talk. {stop}'
 
 
 def voice_call_example(settings: RunSettings, sample: SampleCall) -> list[str]:
@@ -99,11 +170,17 @@ def voice_call_example(settings: RunSettings, sample: SampleCall) -> list[str]:
 
 
 def render_banner(
-    settings: RunSettings, *, with_chat: bool, token: str, sample: SampleCall | None = None
+    settings: RunSettings,
+    *,
+    with_chat: bool,
+    token: str,
+    sample: SampleCall | None = None,
+    calls: CallSetup | None = None,
 ) -> str:
     """The whole text printed after start-up (pure: the tests read it).
 
     `sample` is the voice example's recording; None leaves the example out (no voice worker).
+    `calls` is what make run set up for calls: told first, and again in the last line.
     """
     edge = f"http://{_client_host(settings.envoy_host)}:{settings.envoy_port}"
     agent = f"{_client_host(settings.agent_host)}:{settings.agent_port}"
@@ -117,6 +194,7 @@ def render_banner(
         "",
         "The Syntera mesh is running. Ctrl-C stops everything.",
         "",
+        *([*call_block(calls), ""] if calls is not None else []),
         "Endpoints",
         f"  Envoy (REST/JSON, gRPC-web, gRPC)  {edge}",
         f"  agent_svc (gRPC, reflection)       {agent}",
@@ -177,16 +255,24 @@ def render_banner(
         ]
         if sample is not None:
             lines += ["", *voice_call_example(settings, sample)]
-    notice = livekit_notice(settings)
-    if notice:
-        lines += ["", notice]
-    lines.append("")
+    lines += ["", closing_line(calls)]
     return "\n".join(lines)
 
 
-def print_banner(settings: RunSettings, *, with_chat: bool, sample: SampleCall | None = None) -> None:
+def print_banner(
+    settings: RunSettings,
+    *,
+    with_chat: bool,
+    sample: SampleCall | None = None,
+    calls: CallSetup | None = None,
+) -> None:
     token = auth.mint(settings.effective_jwt_secret, DEV_USER, ttl_seconds=BANNER_TOKEN_TTL_SECONDS)
-    print(render_banner(settings, with_chat=with_chat, token=token, sample=sample), flush=True)
+    print(render_banner(settings, with_chat=with_chat, token=token, sample=sample, calls=calls), flush=True)
+
+
+def _loud(lines: list[str]) -> list[str]:
+    bar = "!" * 78
+    return [bar, *(f"!! {line}" for line in lines), bar]
 
 
 def _client_host(host: str) -> str:

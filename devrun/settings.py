@@ -1,7 +1,8 @@
-"""What `make run` reads from the environment (and `.env`): ports, addresses, dev mode, LiveKit presence."""
+"""What `make run` reads from the environment (and `.env`): ports, addresses, dev mode, LiveKit."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -10,9 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from devrun.envoy_config import parse_origins
 from servicekit.settings import DEV_JWT_SECRET
 
-# The LiveKit dev server's well-known defaults (`livekit-server --dev`); agent_svc uses the same in dev mode.
-LIVEKIT_DEV_URL = "ws://localhost:7880"
-LIVEKIT_DEV_API_KEY = "devkey"
+# devrun.livekit_server.DEFAULT_PORT; not imported from there, which would load grpc for `devrun token`.
+LIVEKIT_DEFAULT_PORT = 7880
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
 
@@ -40,6 +40,12 @@ class RunSettings(BaseSettings):
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
     livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    # The local server's UDP media ports follow its HTTP port (+2, +3), so all three must fit.
+    livekit_port: int = Field(default=LIVEKIT_DEFAULT_PORT, ge=1, le=65532, validation_alias="LIVEKIT_PORT")
+    livekit_server_bin: str = Field(default="", validation_alias="LIVEKIT_SERVER_BIN")
+    # The voice worker's own health endpoint: make run checks the port is free before starting it.
+    worker_http_host: str = Field(default="127.0.0.1", validation_alias="VOICE_WORKER_HTTP_HOST")
+    worker_http_port: int = Field(default=8081, ge=0, le=65535, validation_alias="VOICE_WORKER_HTTP_PORT")
 
     @property
     def effective_dev_mode(self) -> bool:
@@ -53,8 +59,18 @@ class RunSettings(BaseSettings):
         return self.jwt_secret or DEV_JWT_SECRET
 
     @property
-    def livekit_configured(self) -> bool:
-        return bool(self.livekit_url or self.livekit_api_key or self.livekit_api_secret)
+    def livekit_external(self) -> bool:
+        """True when LIVEKIT_URL names a server to use: then make run starts none of its own."""
+        return bool(self.livekit_url)
+
+    @property
+    def livekit_server_path(self) -> Path:
+        """Where the local LiveKit server binary is expected (bootstrap builds it there by default)."""
+        from devrun.livekit_server import BINARY_NAME, TOOLS_BIN  # grpc comes with it: only when asked
+
+        return (
+            Path(self.livekit_server_bin).expanduser() if self.livekit_server_bin else TOOLS_BIN / BINARY_NAME
+        )
 
     @property
     def uses_embedded_store(self) -> bool:

@@ -11,19 +11,26 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 import wave
 from pathlib import Path
 
 import pytest
-from jwt.warnings import InsecureKeyLengthWarning
 from livekit import api
 
 from devrun import sample_audio
-from devrun.banner import render_banner
+from devrun.banner import CallSetup, render_banner
 from devrun.envoy_config import envoy_binary
+from devrun.livekit_server import LiveKitKeys, LiveKitServerConfig, start_server
 from devrun.ports import free_port
-from devrun.run import PortTaken, check_ports, plan_ports
+from devrun.run import (
+    PlanError,
+    PortTaken,
+    _worker_settings,
+    check_ports,
+    plan_livekit,
+    plan_ports,
+    providers_summary,
+)
 from devrun.sample_audio import SampleCall, make_sample_call, write_sample_call
 from devrun.settings import RunSettings
 from servicekit import auth
@@ -32,6 +39,8 @@ from voice_worker.settings import VoiceWorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "The Syntera mesh is running"
+# The banner's last line starts with this (the next step, or why there are no calls).
+LAST_LINE = "==> "
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -46,6 +55,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
         "CORS_",
         "RUN_DIR",
         "WEB_",
+        "VOICE_WORKER_",
+        "LLM_",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(extra)
@@ -95,23 +106,209 @@ def test_a_taken_port_is_reported_with_its_variable() -> None:
 
 
 @pytest.mark.unit
+def test_a_taken_livekit_media_port_is_reported_with_its_variable() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        udp = sock.getsockname()[1]
+        settings = RunSettings.model_validate({"LIVEKIT_PORT": udp - 2})
+        server = plan_livekit(settings).server
+        assert server is not None
+        plans = plan_ports(settings, with_store=False, with_chat=False, livekit=server)
+        with pytest.raises(PortTaken, match=rf"127\.0\.0\.1:{udp}/udp is in use \(set LIVEKIT_PORT"):
+            check_ports([p for p in plans if p.variable == "LIVEKIT_PORT"])
+
+
+@pytest.mark.unit
+def test_the_port_plan_holds_livekit_and_the_worker_in_start_order() -> None:
+    settings = RunSettings.model_validate({"LIVEKIT_PORT": 17880, "VOICE_WORKER_HTTP_PORT": 18081})
+    server = LiveKitServerConfig(keys=LiveKitKeys.generate(), port=settings.livekit_port)
+    plans = plan_ports(settings, with_store=True, with_chat=True, livekit=server, with_worker=True)
+    assert [(p.port, p.protocol, p.variable) for p in plans] == [
+        (27017, "tcp", "MONGODB_PORT"),
+        (17880, "tcp", "LIVEKIT_PORT"),
+        (17882, "udp", "LIVEKIT_PORT"),
+        (17883, "udp", "LIVEKIT_PORT"),
+        (50051, "tcp", "AGENT_SVC_PORT"),
+        (50052, "tcp", "CHAT_SVC_PORT"),
+        (8080, "tcp", "ENVOY_PORT"),
+        (9901, "tcp", "ENVOY_ADMIN_PORT"),
+        (18081, "tcp", "VOICE_WORKER_HTTP_PORT"),
+    ]
+    # A worker health port of 0 is picked by the worker: nothing to check.
+    zero = RunSettings.model_validate({"VOICE_WORKER_HTTP_PORT": 0})
+    assert "VOICE_WORKER_HTTP_PORT" not in {
+        p.variable for p in plan_ports(zero, with_store=False, with_chat=True, with_worker=True)
+    }
+
+
+@pytest.mark.unit
+def test_livekit_plan_starts_a_loopback_server_with_keys_made_for_the_run() -> None:
+    settings = RunSettings.model_validate({})
+    plan, again = plan_livekit(settings), plan_livekit(settings)
+    assert plan.url == "ws://127.0.0.1:7880"
+    assert plan.server is not None
+    assert plan.server.port == settings.livekit_port == 7880
+    assert plan.keys.api_key.startswith("syntera-")
+    assert plan.keys != again.keys  # made for each run, never a well-known dev secret
+    assert plan.binary == ROOT / ".tools" / "bin" / "livekit-server"
+
+
+@pytest.mark.unit
+def test_livekit_plan_uses_given_keys_for_its_own_server() -> None:
+    secret = "a-livekit-secret-of-at-least-32-characters"
+    settings = RunSettings.model_validate(
+        {"LIVEKIT_API_KEY": "mykey", "LIVEKIT_API_SECRET": secret, "LIVEKIT_PORT": 17880}
+    )
+    plan = plan_livekit(settings)
+    assert plan.keys == LiveKitKeys("mykey", secret)
+    assert plan.url == "ws://127.0.0.1:17880"
+    assert plan.server is not None
+    assert plan.server.keys == plan.keys
+
+
+@pytest.mark.unit
+def test_livekit_url_means_that_server_and_none_of_our_own() -> None:
+    settings = RunSettings.model_validate(
+        {"LIVEKIT_URL": "wss://proj.livekit.cloud", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"}
+    )
+    plan = plan_livekit(settings)
+    assert (plan.url, plan.server, plan.starts_server, plan.missing) == (
+        "wss://proj.livekit.cloud",
+        None,
+        False,
+        False,
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"LIVEKIT_API_KEY": "k"}, "set both LIVEKIT_API_KEY and LIVEKIT_API_SECRET"),
+        ({"LIVEKIT_API_SECRET": "s"}, "set both LIVEKIT_API_KEY and LIVEKIT_API_SECRET"),
+        ({"LIVEKIT_URL": "wss://lk.example"}, "LIVEKIT_URL is set, so LIVEKIT_API_KEY"),
+    ],
+)
+def test_half_a_livekit_configuration_is_refused_before_anything_starts(
+    env: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(PlanError, match=problem):
+        plan_livekit(RunSettings.model_validate(env))
+
+
+@pytest.mark.unit
+def test_a_missing_server_binary_is_planned_as_missing(tmp_path: Path) -> None:
+    settings = RunSettings.model_validate({"LIVEKIT_SERVER_BIN": str(tmp_path / "nope")})
+    plan = plan_livekit(settings)
+    assert plan.missing
+    assert not plan.starts_server
+    assert plan.binary == tmp_path / "nope"
+
+
+@pytest.mark.unit
+def test_worker_providers_are_offline_for_a_local_server_and_cloud_for_livekit_cloud() -> None:
+    base = {"SYNTERA_DEV_MODE": "true", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 40}
+    local, problem = _worker_settings(base | {"LIVEKIT_URL": "ws://127.0.0.1:7880"})
+    assert local is not None, problem
+    assert providers_summary(local).startswith("offline providers")
+    cloud, problem = _worker_settings(base | {"LIVEKIT_URL": "wss://proj.livekit.cloud"})
+    assert cloud is not None, problem
+    assert providers_summary(cloud).startswith("cloud providers: LiveKit Inference")
+    assert "s" * 40 not in providers_summary(cloud)
+
+
+@pytest.mark.unit
+def test_a_worker_setting_it_would_refuse_is_named_before_it_starts() -> None:
+    env = {
+        "SYNTERA_DEV_MODE": "true",
+        "LIVEKIT_URL": "ws://127.0.0.1:7880",
+        "LIVEKIT_AGENT_NAME": "Bad Name!",
+    }
+    settings, problem = _worker_settings(env)
+    assert settings is None
+    assert "LIVEKIT_AGENT_NAME" in problem
+
+
+@pytest.mark.unit
 def test_dev_mode_unless_configured_otherwise() -> None:
     assert RunSettings.model_validate({}).effective_dev_mode is True
     assert RunSettings.model_validate({"SYNTERA_JWT_SECRET": "x" * 40}).effective_dev_mode is False
     assert RunSettings.model_validate({"SYNTERA_DEV_MODE": "false"}).effective_dev_mode is False
 
 
+CALLS = CallSetup(
+    page_url="http://127.0.0.1:5173/",
+    livekit_url="ws://127.0.0.1:7880",
+    livekit_log=Path("/somewhere/.run/logs/livekit.log"),
+    worker_log=Path("/somewhere/.run/logs/voice_worker.log"),
+    worker_providers="offline providers: faster-whisper, scripted responder, espeak-ng",
+)
+
+
 @pytest.mark.unit
-def test_banner_says_loudly_when_livekit_is_not_configured() -> None:
-    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="TOKEN123")
-    assert "export TOKEN=TOKEN123" in text
-    assert "ws://localhost:7880" in text
-    assert "LiveKit is NOT configured" in text
-    assert "grpcurl -plaintext 127.0.0.1:50051 list" in text
-    configured = RunSettings.model_validate(
-        {"LIVEKIT_URL": "wss://lk.example", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"}
+def test_banner_tells_a_newcomer_first_to_open_the_page_and_press_voice_call() -> None:
+    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="TOKEN123", calls=CALLS)
+    call = text.index("MAKE A VOICE CALL")
+    assert call < text.index("Endpoints")  # before anything else
+    assert "Open http://127.0.0.1:5173/ in a browser" in text
+    assert 'Press "Voice call" and talk' in text
+    assert (
+        "LiveKit server  ws://127.0.0.1:7880  (loopback only; log /somewhere/.run/logs/livekit.log)" in text
     )
-    assert "LiveKit is NOT configured" not in render_banner(configured, with_chat=True, token="T")
+    assert "voice worker    registered with LiveKit; offline providers" in text
+    assert "export TOKEN=TOKEN123" in text
+    assert "grpcurl -plaintext 127.0.0.1:50051 list" in text
+    assert text.splitlines()[-1].startswith(LAST_LINE + "Voice call: open http://127.0.0.1:5173/")
+    assert "!!" not in text  # nothing to warn about
+    assert "NOT configured" not in text
+
+
+@pytest.mark.unit
+def test_banner_says_loudly_what_to_install_when_the_livekit_server_is_missing() -> None:
+    missing = CallSetup(
+        page_url="http://127.0.0.1:5173/",
+        livekit_url="ws://127.0.0.1:7880",
+        livekit_missing=Path("/somewhere/.tools/bin/livekit-server"),
+        worker_problem="there is no LiveKit server to register with",
+    )
+    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="T", calls=missing)
+    assert "!! NO VOICE CALLS: the LiveKit server is not built (/somewhere/.tools/bin/livekit-server" in text
+    assert "Install Go 1.26 or newer" in text
+    assert "calls cannot connect" in text
+    assert "LIVEKIT_SERVER_BIN" in text
+    assert 'Press "Voice call"' not in text
+    assert text.index("NO VOICE CALLS") < text.index("Endpoints")
+    assert text.splitlines()[-1].startswith(LAST_LINE + "No voice calls")
+
+
+@pytest.mark.unit
+def test_banner_says_loudly_why_the_voice_worker_is_not_running() -> None:
+    broken = CallSetup(
+        page_url="http://127.0.0.1:5173/",
+        livekit_url="ws://127.0.0.1:7880",
+        livekit_log=Path("/l.log"),
+        worker_log=Path("/w.log"),
+        worker_problem="LIVEKIT_AGENT_NAME must be 1 to 63 characters",
+    )
+    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="T", calls=broken)
+    assert "!! The voice worker is NOT running, so calls connect but no agent answers:" in text
+    assert "!! LIVEKIT_AGENT_NAME must be 1 to 63 characters" in text
+    assert "Its log: /w.log" in text
+    assert text.splitlines()[-1].startswith(LAST_LINE + "No agent answers calls")
+
+
+@pytest.mark.unit
+def test_banner_for_a_livekit_server_elsewhere_says_make_run_started_none() -> None:
+    elsewhere = CallSetup(
+        page_url=None,
+        livekit_url="wss://proj.livekit.cloud",
+        worker_log=Path("/w.log"),
+        worker_providers="cloud providers: LiveKit Inference deepgram/nova-3",
+    )
+    text = render_banner(RunSettings.model_validate({}), with_chat=True, token="T", calls=elsewhere)
+    assert "LiveKit server  wss://proj.livekit.cloud  (LIVEKIT_URL; make run started no server)" in text
+    assert "The call page is not served" in text
+    assert "registered with LiveKit; cloud providers" in text
 
 
 @pytest.mark.unit
@@ -205,8 +402,10 @@ class DevRun:
             text=True,
         )
         self.output: list[str] = []
+        self.groups: set[int] = set()
 
-    def wait_ready(self, timeout: float = 120.0) -> str:
+    def wait_ready(self, timeout: float = 240.0) -> str:
+        """The output up to the banner's last line (the voice worker's start can take a minute)."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -214,38 +413,52 @@ class DevRun:
             if not line:
                 break
             self.output.append(line)
-            if line.startswith("!!!") and any(READY_LINE in seen for seen in self.output):
-                # The banner ends with the LiveKit notice in dev mode; read to its closing bar.
-                if sum(seen.startswith("!!!") for seen in self.output) == 2:
-                    return "".join(self.output)
+            if line.startswith(LAST_LINE) and any(READY_LINE in seen for seen in self.output):
+                return "".join(self.output)
         raise AssertionError("make run did not become ready:\n" + "".join(self.output))
 
     def children(self) -> dict[int, str]:
-        """Command lines by pid of the runner's children (store, services, Envoy, the call page)."""
-        found: dict[int, str] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == self.proc.pid:
-                    found[int(stat.parent.name)] = (
-                        (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    )
-            except OSError:
-                continue
+        """Command lines by pid of the runner's children (store, LiveKit, services, Envoy, worker, page).
+
+        Each child leads its own process group; they are remembered to check that none outlives the run.
+        """
+        found = {pid: cmdline for pid, (ppid, _, cmdline) in _processes().items() if ppid == self.proc.pid}
+        self.groups |= set(found)
         return found
 
+    def leftovers(self) -> list[str]:
+        """Live processes of the children's groups (their own children included) after the run."""
+        return [cmd for _, (_, pgid, cmd) in _processes().items() if pgid in self.groups]
+
     def interrupt(self) -> str:
+        """Ctrl-C, as in a terminal (the children have their own process groups: only the runner gets it)."""
         self.proc.send_signal(signal.SIGINT)
-        rest, _ = self.proc.communicate(timeout=60)
+        rest, _ = self.proc.communicate(timeout=90)
         return rest
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """(ppid, pgid, command line) of every live process by pid."""
+    found: dict[int, tuple[int, int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), cmdline)
+    return found
+
+
+def _livekit_keys(children: dict[int, str]) -> LiveKitKeys:
+    """The keys the running LiveKit server was given (its LIVEKIT_KEYS; make run never prints them)."""
+    pid = next(pid for pid, cmd in children.items() if "livekit-server" in cmd)
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    value = next(v for v in environ if v.startswith(b"LIVEKIT_KEYS=")).decode().split("=", 1)[1]
+    key, secret = value.split(": ", 1)
+    return LiveKitKeys(key, secret)
 
 
 def _blocks(banner: str) -> dict[str, str]:
@@ -289,8 +502,25 @@ def _bash(script: str, cwd: Path, *, env: dict[str, str] | None = None, timeout:
     return result.stdout
 
 
+def _free_livekit_port() -> int:
+    """A free TCP port whose UDP media ports (+2, +3) are free too, as make run's port check wants."""
+    for _ in range(50):
+        port = free_port()
+        if port + 3 > 65535:
+            continue
+        try:
+            for udp in (port + 2, port + 3):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind(("127.0.0.1", udp))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port for the LiveKit server")
+
+
 @pytest.fixture
 def run_env(tmp_path: Path) -> dict[str, str]:
+    """make run's environment with every port moved off the defaults (7880 etc. may be in use)."""
     return _clean_env(
         RUN_DIR=str(tmp_path / "run"),
         MONGODB_PORT=str(free_port()),
@@ -299,63 +529,195 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         ENVOY_PORT=str(free_port()),
         ENVOY_ADMIN_PORT=str(free_port()),
         WEB_PORT=str(free_port()),
+        LIVEKIT_PORT=str(_free_livekit_port()),
+        VOICE_WORKER_HTTP_PORT=str(free_port()),
         LOG_LEVEL="WARNING",
+    )
+
+
+def _printed_call(blocks: dict[str, str], name: str) -> str:
+    """The printed curl command whose URL ends with `name` (e.g. "/api/livekit/token")."""
+    return next(v for k, v in blocks.items() if k.startswith("curl -sS") and k.endswith(name))
+
+
+def _wait_for_the_agent(blocks: dict[str, str]) -> str:
+    """Bash that polls the printed participants command until the dispatched agent has joined."""
+    participants = _printed_call(blocks, "/api/livekit/room/$CID/participants")
+    return "\n".join(
+        [
+            "for i in $(seq 120); do",
+            f"  PARTICIPANTS=$({participants})",
+            '  case "$PARTICIPANTS" in *PARTICIPANT_KIND_AGENT*) break;; esac',
+            "  sleep 0.5",
+            "done",
+            'echo "$PARTICIPANTS"',
+        ]
     )
 
 
 @pytest.mark.mesh
 @pytest.mark.slow
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(720)
 def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
     first = DevRun(run_env, tmp_path)
     try:
         banner = first.wait_ready()
         blocks = _blocks(banner)
         envoy = f"http://127.0.0.1:{run_env['ENVOY_PORT']}"
+        livekit_url = f"ws://127.0.0.1:{run_env['LIVEKIT_PORT']}"
         assert envoy in banner
-        assert "LiveKit is NOT configured" in banner
-        token_call = next(v for k, v in blocks.items() if k == f"curl -sS -X POST {envoy}/api/livekit/token")
-        grpcurl_call = next(v for k, v in blocks.items() if k.endswith("grpcurl -plaintext -H"))
-        # The printed commands, run as a user pastes them.
+        assert 'Press "Voice call" and talk' in banner
+        assert f"Open http://127.0.0.1:{run_env['WEB_PORT']}/ in a browser" in banner
+        assert f"LiveKit server  {livekit_url}  (loopback only; log " in banner
+        assert "voice worker    registered with LiveKit; offline providers" in banner
+        children = first.children()
+        commands = " | ".join(children.values())
+        for expected in ("nx-27017", "livekit-server", "-m agent_svc", "-m chat_svc", "envoy"):
+            assert expected in commands, commands
+        assert "-m voice_worker start" in commands, commands
+        keys = _livekit_keys(children)
+        assert keys.api_key.startswith("syntera-")  # made for this run
+        assert keys.api_secret not in "".join(first.output)
+        run_dir = Path(run_env["RUN_DIR"])
+        assert json.loads((run_dir / "livekit.json").read_text())["port"] == int(run_env["LIVEKIT_PORT"])
+        # The printed commands, run as a user pastes them: a token, then a room the agent joins.
         script = "\n".join(
-            [blocks["export TOKEN"], blocks["CID="], "echo $CID", token_call, "echo", grpcurl_call]
+            [
+                blocks["export TOKEN"],
+                blocks["CID="],
+                "echo $CID",
+                _printed_call(blocks, "/api/livekit/token"),
+                "echo",
+                next(v for k, v in blocks.items() if k.endswith("grpcurl -plaintext -H")),
+                _printed_call(blocks, "/api/livekit/room/create"),
+                "echo",
+                _wait_for_the_agent(blocks),
+            ]
         )
         out = _bash(script, tmp_path).splitlines()
         conversation_id = out[0]
         over_rest = json.loads(out[1])
-        over_grpc = json.loads("\n".join(out[2:]))
-        verifier = api.TokenVerifier("devkey", "secret")  # the LiveKit dev-server defaults
+        created = json.loads(out[-2])
+        participants = json.loads(out[-1])["participants"]
+        over_grpc = json.loads("\n".join(out[2:-2]))
+        verifier = api.TokenVerifier(keys.api_key, keys.api_secret)
         for reply in (over_rest, over_grpc):
-            with warnings.catch_warnings():
-                # The dev server's well-known secret is short by design.
-                warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-                claims = verifier.verify(reply["token"])
+            assert reply["url"] == livekit_url
+            claims = verifier.verify(reply["token"])  # signed with the running server's keys
             assert claims.identity == "alice"
             assert claims.video is not None
             assert claims.video.room == f"conversation:{conversation_id}"
-        children = first.children()
-        commands = " | ".join(children.values())
-        for expected in ("nx-27017", "-m agent_svc", "-m chat_svc", "envoy"):
-            assert expected in commands, commands
+        assert created["roomName"] == f"conversation:{conversation_id}"
+        # CreateRoom dispatched the agent: the worker make run started took the job and joined.
+        assert [p["kind"] for p in participants] == ["PARTICIPANT_KIND_AGENT"], participants
         _try_the_printed_voice_call(blocks, run_env, tmp_path)
     finally:
         rest = first.interrupt()
     assert first.proc.returncode == 0, rest
-    assert "stopped: envoy, chat_svc, agent_svc, store" in rest
-    assert [pid for pid in children if _alive(pid)] == []
+    assert "stopped: voice_worker, envoy, chat_svc, agent_svc, livekit, store" in rest
+    assert first.leftovers() == []
 
-    # The store keeps its data across restarts: the conversation is still there.
-    second = DevRun(run_env, tmp_path)
+    # Outside dev mode (a JWT secret set) make run starts LiveKit and the worker just the same, and
+    # the store keeps its data across restarts: the conversation is still there.
+    secret = "a-configured-secret-of-at-least-32-characters"
+    second = DevRun(run_env | {"SYNTERA_JWT_SECRET": secret}, tmp_path)
     try:
         banner = second.wait_ready()
+        assert "voice worker    registered with LiveKit" in banner
+        commands = " | ".join(second.children().values())
+        assert "livekit-server" in commands, commands
+        assert "-m voice_worker start" in commands, commands
         token = _blocks(banner)["export TOKEN"]
         get = f'curl -sS -f {envoy}/v1/conversations/{conversation_id} -H "authorization: Bearer $TOKEN"'
         got = _bash(f"{token}\n{get}", tmp_path)
         assert json.loads(got)["conversation"]["conversationId"] == conversation_id
-        children = second.children()
     finally:
-        second.interrupt()
-    assert [pid for pid in children if _alive(pid)] == []
+        rest = second.interrupt()
+    assert second.proc.returncode == 0, rest
+    assert second.leftovers() == []
+
+
+@pytest.mark.mesh
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+def test_make_run_with_livekit_url_uses_that_server_and_starts_none(
+    run_env: dict[str, str], tmp_path: Path
+) -> None:
+    keys = LiveKitKeys.generate()
+    config = LiveKitServerConfig(keys=keys, port=_free_livekit_port())
+    own = tmp_path / "own-livekit"
+    server = start_server(config, own / "livekit.json", own / "livekit.log", base_env=os.environ)
+    try:
+        env = run_env | {
+            "LIVEKIT_URL": config.ws_url,
+            "LIVEKIT_API_KEY": keys.api_key,
+            "LIVEKIT_API_SECRET": keys.api_secret,
+        }
+        devrun = DevRun(env, tmp_path)
+        try:
+            banner = devrun.wait_ready()
+            assert f"LiveKit server  {config.ws_url}  (LIVEKIT_URL; make run started no server)" in banner
+            assert "voice worker    registered with LiveKit; offline providers" in banner
+            commands = " | ".join(devrun.children().values())
+            assert "livekit-server" not in commands, commands
+            assert "-m voice_worker start" in commands, commands
+            assert keys.api_secret not in "".join(devrun.output)
+            blocks = _blocks(banner)
+            script = "\n".join(
+                [blocks["export TOKEN"], blocks["CID="], _printed_call(blocks, "/api/livekit/token")]
+            )
+            reply = json.loads(_bash(script, tmp_path))
+            assert reply["url"] == config.ws_url
+            assert api.TokenVerifier(keys.api_key, keys.api_secret).verify(reply["token"]).identity == "alice"
+        finally:
+            rest = devrun.interrupt()
+        assert devrun.proc.returncode == 0, rest
+        assert "stopped: voice_worker, envoy, chat_svc, agent_svc, store" in rest
+        assert devrun.leftovers() == []
+        assert not (Path(run_env["RUN_DIR"]) / "livekit.json").exists()
+        assert server.running()  # a server make run did not start is not its to stop
+    finally:
+        server.stop()
+
+
+@pytest.mark.mesh
+@pytest.mark.timeout(240)
+def test_make_run_without_the_livekit_server_goes_on_loudly(run_env: dict[str, str], tmp_path: Path) -> None:
+    """No Go at bootstrap: the mesh runs without LiveKit and the worker, and says what to install.
+
+    Outside dev mode, to show agent_svc still gets a LiveKit configuration (it insists on one there).
+    """
+    missing = tmp_path / "no-go" / "livekit-server"
+    env = run_env | {
+        "LIVEKIT_SERVER_BIN": str(missing),
+        "SYNTERA_JWT_SECRET": "a-configured-secret-of-at-least-32-characters",
+    }
+    devrun = DevRun(env, tmp_path)
+    try:
+        banner = devrun.wait_ready()
+        # Paths are shown relative to where make run was started.
+        assert (
+            "!! NO VOICE CALLS: the LiveKit server is not built (no-go/livekit-server is missing)." in banner
+        )
+        assert "Install Go 1.26 or newer" in banner
+        assert banner.splitlines()[-1].startswith(LAST_LINE + "No voice calls")
+        commands = " | ".join(devrun.children().values())
+        assert "livekit-server" not in commands, commands
+        assert "voice_worker" not in commands, commands
+        for expected in ("-m agent_svc", "-m chat_svc", "envoy"):
+            assert expected in commands, commands
+        # Tokens still work (for the server make run would have started).
+        blocks = _blocks(banner)
+        script = "\n".join(
+            [blocks["export TOKEN"], blocks["CID="], _printed_call(blocks, "/api/livekit/token")]
+        )
+        reply = json.loads(_bash(script, tmp_path))
+        assert reply["url"] == f"ws://127.0.0.1:{run_env['LIVEKIT_PORT']}"
+    finally:
+        rest = devrun.interrupt()
+    assert devrun.proc.returncode == 0, rest
+    assert "stopped: envoy, chat_svc, agent_svc, store" in rest
+    assert devrun.leftovers() == []
 
 
 def _try_the_printed_voice_call(blocks: dict[str, str], env: dict[str, str], cwd: Path) -> None:
@@ -475,3 +837,24 @@ def test_make_run_explains_dev_mode_off_without_a_secret(run_env: dict[str, str]
     result = _devrun(env={**run_env, "SYNTERA_DEV_MODE": "false"}, cwd=tmp_path)
     assert result.returncode == 2
     assert "SYNTERA_JWT_SECRET is empty" in result.stderr
+
+
+@pytest.mark.mesh
+@pytest.mark.timeout(240)
+def test_make_run_goes_on_loudly_when_the_voice_worker_cannot_start(
+    run_env: dict[str, str], tmp_path: Path
+) -> None:
+    devrun = DevRun(run_env | {"VOICE_WORKER_OFFLINE_TTS_MODEL": "nonsense"}, tmp_path)
+    try:
+        banner = devrun.wait_ready()
+        assert "!! The voice worker is NOT running, so calls connect but no agent answers:" in banner
+        assert "unknown offline tts model 'nonsense'" in banner
+        assert banner.splitlines()[-1].startswith(LAST_LINE + "No agent answers calls")
+        commands = " | ".join(devrun.children().values())
+        assert "livekit-server" in commands, commands
+        assert "voice_worker" not in commands, commands
+    finally:
+        rest = devrun.interrupt()
+    assert devrun.proc.returncode == 0, rest
+    assert "stopped: envoy, chat_svc, agent_svc, livekit, store" in rest
+    assert devrun.leftovers() == []
