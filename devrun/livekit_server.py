@@ -38,6 +38,7 @@ DEFAULT_PORT = 7880
 # Two UDP ports: the server opens one mux per CPU up to the range's size; two serve a laptop's calls.
 DEFAULT_UDP_PORTS = 2
 START_TIMEOUT_SECONDS = 30.0
+REPEAT_TERM_AFTER_SECONDS = 0.5
 
 
 class LiveKitServerMissing(RuntimeError):
@@ -179,6 +180,9 @@ def spawn_server(
         log_path,
         env=server_env(config, base_env),
         cwd=config_path.parent,
+        # The server waits for connected participants to leave on the first SIGTERM, and ignores
+        # one that arrives just after it started; a second SIGTERM makes it stop at once.
+        repeat_term_after=REPEAT_TERM_AFTER_SECONDS,
     ).start()
 
 

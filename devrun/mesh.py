@@ -81,7 +81,7 @@ class LiveKitEndpoint:
 
     @property
     def http_url(self) -> str:
-        """Base URL of the HTTP side (the server API; the stand-in's `/_standin/...` endpoints)."""
+        """Base URL of the HTTP side (the Twirp server API)."""
         return f"http://127.0.0.1:{self.port}"
 
     @property

@@ -32,6 +32,8 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    # Some servers need SIGTERM twice (see `stop`); None sends it once.
+    repeat_term_after: float | None = None
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> ManagedProcess:
@@ -85,12 +87,20 @@ class ManagedProcess:
             os.killpg(self.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM to the whole group, SIGKILL after `timeout`; returns the exit code."""
+        """SIGTERM to the whole group (again after `repeat_term_after`), SIGKILL after `timeout`.
+
+        Returns the exit code.
+        """
         if self.popen is None:
             return None
         if self.running():
             self.signal(signal.SIGTERM)
             try:
+                if self.repeat_term_after is not None:
+                    try:
+                        self.popen.wait(self.repeat_term_after)
+                    except subprocess.TimeoutExpired:
+                        self.signal(signal.SIGTERM)
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()

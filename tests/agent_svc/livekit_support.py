@@ -12,8 +12,6 @@ native side aborts the interpreter at exit if a room is still connected): use `j
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -71,18 +69,7 @@ class LiveKitServer:
         return api.LiveKitAPI(self.http_url, self.keys.api_key, self.keys.api_secret)
 
     def stop(self) -> None:
-        """Stops the server; returns once its port is closed.
-
-        A SIGTERM that arrives in the server's first 100 ms of serving is lost (v1.13.5 marks itself
-        running only then, and `Stop` returns early before that); a second signal forces the stop.
-        """
-        self.process.signal(signal.SIGTERM)
-        popen = self.process.popen
-        if popen is not None:
-            try:
-                popen.wait(0.5)
-            except subprocess.TimeoutExpired:
-                self.process.signal(signal.SIGTERM)
+        """Stops the server (devrun sends the second SIGTERM it needs); returns once it exited."""
         self.process.stop()
 
 

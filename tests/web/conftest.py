@@ -81,9 +81,6 @@ def web_mesh(
     finally:
         for proc in reversed(pages):
             proc.stop()
-        # On SIGTERM LiveKit waits until the closed pages' participants time out (the mesh's stop
-        # would give up after 10 s): nothing is left to drain, so kill it.
-        mesh.kill(LIVEKIT)
         mesh.close()
 
 
