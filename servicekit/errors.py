@@ -33,6 +33,23 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One limit a request ran into (goes into `google.rpc.QuotaFailure`).
+
+    Attributes:
+        quota_id: The limit's name as configured, e.g. `QUOTA_MAX_CONCURRENT_AGENT_SESSIONS`.
+        subject: Whose quota: `deployment`, or `user:{id}`.
+        limit: The configured limit.
+        description: What was exceeded, for people.
+    """
+
+    quota_id: str
+    subject: str
+    limit: int
+    description: str
+
+
 @dataclass
 class DomainError(Exception):
     """A failure a caller can act on.
@@ -43,6 +60,7 @@ class DomainError(Exception):
         message: Human-readable text for the caller. Never put secrets or transcript text here.
         violations: Field violations for INVALID_ARGUMENT (goes into `google.rpc.BadRequest`).
         metadata: Extra ErrorInfo metadata, e.g. the id that was not found.
+        quota_violations: The limits hit, for RESOURCE_EXHAUSTED (goes into `google.rpc.QuotaFailure`).
     """
 
     kind: ErrorKind
@@ -50,6 +68,7 @@ class DomainError(Exception):
     message: str
     violations: tuple[FieldViolation, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    quota_violations: tuple[QuotaViolation, ...] = ()
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -86,6 +105,18 @@ def failed_precondition(message: str, reason: str) -> DomainError:
 
 def unavailable(message: str, reason: str) -> DomainError:
     return DomainError(ErrorKind.UNAVAILABLE, reason, message)
+
+
+def quota_exceeded(violations: tuple[QuotaViolation, ...]) -> DomainError:
+    """A RESOURCE_EXHAUSTED error naming every limit that was reached."""
+    text = "; ".join(v.description for v in violations)
+    return DomainError(
+        ErrorKind.RESOURCE_EXHAUSTED,
+        "QUOTA_EXCEEDED",
+        f"usage limit reached: {text}",
+        metadata={"limits": ",".join(v.quota_id for v in violations)},
+        quota_violations=violations,
+    )
 
 
 def unauthenticated(message: str, reason: str = "UNAUTHENTICATED") -> DomainError:

@@ -34,9 +34,23 @@ Behavior = Callable[..., Any]
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates callers and turns every failure into a well-formed status."""
 
-    def __init__(self, jwt_secret: str, public_prefixes: Collection[str] = PUBLIC_PREFIXES) -> None:
+    def __init__(
+        self,
+        jwt_secret: str,
+        public_prefixes: Collection[str] = PUBLIC_PREFIXES,
+        self_authenticated: Collection[str] = (),
+    ) -> None:
+        """
+        Args:
+            jwt_secret: Verifies bearer tokens.
+            public_prefixes: Methods left entirely alone (health, reflection).
+            self_authenticated: Full method names whose callers cannot send our bearer token (LiveKit's
+                webhook, signed its own way). They get no principal; the handler must verify the
+                request itself. Errors, request id and access log are handled as for any method.
+        """
         self._secret = jwt_secret
         self._public = tuple(public_prefixes)
+        self._self_authenticated = frozenset(self_authenticated)
 
     async def intercept_service(
         self,
@@ -87,7 +101,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         tokens = context.bind(None, _request_id(metadata))
         bearer_reset = context.bind_bearer_token("")
         try:
-            context.bind_principal(self._authenticate(metadata))
+            if method not in self._self_authenticated:
+                context.bind_principal(self._authenticate(metadata))
             yield
             _log_done(method, started, "OK")
         except BaseException as exc:  # noqa: BLE001 - every failure must become a status

@@ -52,13 +52,15 @@ async def start_server(
     jwt_secret: str,
     registrars: Sequence[Registrar],
     service_names: Sequence[str],
+    self_authenticated: Sequence[str] = (),
 ) -> RunningServer:
     """Starts a server with our interceptor, health and reflection; returns once it listens.
 
     Health stays NOT_SERVING until the caller marks it serving (once its dependencies are ready).
+    `self_authenticated` names methods that verify their callers themselves (see ServiceInterceptor).
     """
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(jwt_secret)],
+        interceptors=[ServiceInterceptor(jwt_secret, self_authenticated=self_authenticated)],
         options=[
             # Long-lived watch streams send keep-alives; allow client pings on idle connections too.
             ("grpc.keepalive_permit_without_calls", 1),

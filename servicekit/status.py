@@ -1,4 +1,4 @@
-"""Maps domain errors onto `google.rpc.Status` with ErrorInfo and BadRequest details."""
+"""Maps domain errors onto `google.rpc.Status` with ErrorInfo, BadRequest and QuotaFailure details."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def grpc_code(kind: ErrorKind) -> grpc.StatusCode:
 
 
 def to_status(error: DomainError) -> status_pb2.Status:
-    """The rich status for `error`: ErrorInfo always, BadRequest when fields were wrong."""
+    """The rich status for `error`: ErrorInfo always, BadRequest / QuotaFailure when there are any."""
     info = error_details_pb2.ErrorInfo(
         reason=error.reason,
         domain=DOMAIN,
@@ -41,6 +41,19 @@ def to_status(error: DomainError) -> status_pb2.Status:
             ]
         )
         details.append(_pack(bad_request))
+    if error.quota_violations:
+        quota_failure = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=clip(v.subject, MAX_DETAIL_CHARS),
+                    description=clip(v.description, MAX_DETAIL_CHARS),
+                    quota_id=v.quota_id,
+                    quota_value=v.limit,
+                )
+                for v in error.quota_violations[:MAX_VIOLATIONS]
+            ]
+        )
+        details.append(_pack(quota_failure))
     code_value: int = getattr(code_pb2, error.kind.value)
     return status_pb2.Status(code=code_value, message=clip(error.message, MAX_MESSAGE_CHARS), details=details)
 
@@ -50,7 +63,9 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest | error_details_pb2.QuotaFailure,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

@@ -12,7 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from servicekit import context
-from servicekit.errors import FieldViolation, invalid_argument
+from servicekit.errors import (
+    DomainError,
+    ErrorKind,
+    FieldViolation,
+    QuotaViolation,
+    invalid_argument,
+    quota_exceeded,
+)
 from servicekit.server import RunningServer, start_server
 from tests.support.identity import JWT_SECRET, bearer, service_token, user_token
 
@@ -39,6 +46,22 @@ async def _stream(request: bytes, _: Any) -> AsyncIterator[bytes]:
     raise invalid_argument([FieldViolation("after_seq", "must not be negative")])
 
 
+async def _quota(request: bytes, _: Any) -> bytes:
+    raise quota_exceeded(
+        (QuotaViolation("QUOTA_MAX_CONCURRENT_AGENT_SESSIONS", "deployment", 5, "5 calls are running"),)
+    )
+
+
+async def _signed(request: bytes, ctx: Any) -> bytes:
+    # Stands in for a webhook: no principal, the handler checks the raw header itself.
+    header = dict(ctx.invocation_metadata()).get("authorization", "")
+    if header != "signed-by-livekit":
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "SIGNATURE_INVALID", "bad signature")
+    with pytest.raises(DomainError):
+        context.current_principal()
+    return b"accepted"
+
+
 def _register(server: grpc.aio.Server) -> None:
     identity = {"request_deserializer": None, "response_serializer": None}
     handlers = {
@@ -46,6 +69,8 @@ def _register(server: grpc.aio.Server) -> None:
         "Crash": grpc.unary_unary_rpc_method_handler(_crash, **identity),
         "Invalid": grpc.unary_unary_rpc_method_handler(_invalid, **identity),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream, **identity),
+        "Quota": grpc.unary_unary_rpc_method_handler(_quota, **identity),
+        "Signed": grpc.unary_unary_rpc_method_handler(_signed, **identity),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
@@ -53,7 +78,12 @@ def _register(server: grpc.aio.Server) -> None:
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     running: RunningServer = await start_server(
-        host="127.0.0.1", port=0, jwt_secret=JWT_SECRET, registrars=[_register], service_names=[SERVICE]
+        host="127.0.0.1",
+        port=0,
+        jwt_secret=JWT_SECRET,
+        registrars=[_register],
+        service_names=[SERVICE],
+        self_authenticated=[f"/{SERVICE}/Signed"],
     )
     await running.set_serving(True)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as chan:
@@ -126,6 +156,36 @@ async def test_stream_error_after_items_keeps_rich_status(channel: grpc.aio.Chan
     assert received == [b"one"]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _error_info(caught.value).reason == "INVALID_FIELD"
+
+
+async def test_quota_failure_names_the_limit(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _unary(channel, "Quota")(b"", metadata=bearer(user_token("alice")))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _error_info(caught.value).reason == "QUOTA_EXCEEDED"
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    failure = error_details_pb2.QuotaFailure()
+    assert status.details[1].Unpack(failure)
+    (violation,) = failure.violations
+    assert violation.quota_id == "QUOTA_MAX_CONCURRENT_AGENT_SESSIONS"
+    assert violation.subject == "deployment"
+    assert violation.quota_value == 5
+
+
+async def test_self_authenticated_method_skips_bearer_check_but_maps_errors(
+    channel: grpc.aio.Channel,
+) -> None:
+    signed = _unary(channel, "Signed")
+    assert await signed(b"", metadata=(("authorization", "signed-by-livekit"),)) == b"accepted"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await signed(b"", metadata=(("authorization", "forged"),))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _error_info(caught.value).reason == "SIGNATURE_INVALID"
+    # Every other method still wants a bearer token.
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await _unary(channel, "WhoAmI")(b"", metadata=(("authorization", "signed-by-livekit"),))
+    assert _error_info(missing.value).reason == "TOKEN_MISSING"
 
 
 def _error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
