@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = ROOT / "envoy" / "syntera.pb"
@@ -65,6 +66,12 @@ class EdgeConfig:
             Watch streams send keep-alives well within this.
         keepalive_interval_seconds: HTTP/2 PING interval on upstream and downstream connections.
         access_log: Write one JSON access-log line per request to stdout.
+        stats_port: Port of the operations listener (all interfaces of `listen_host`): Prometheus
+            stats at `/stats/prometheus` and readiness at `/ready`, forwarded to the loopback-only
+            admin interface. None: no such listener (`make run` reads the admin port directly).
+        otlp_endpoint: OTLP/gRPC collector (`http://host:4317`, as OTEL_EXPORTER_OTLP_ENDPOINT) that
+            receives Envoy's spans; None turns tracing off.
+        health_check_interval_seconds: How often Envoy asks each upstream's gRPC health service.
     """
 
     listen_host: str = "127.0.0.1"
@@ -77,6 +84,9 @@ class EdgeConfig:
     stream_idle_timeout_seconds: int = 3600
     keepalive_interval_seconds: int = 30
     access_log: bool = True
+    stats_port: int | None = None
+    otlp_endpoint: str | None = None
+    health_check_interval_seconds: float = 5.0
 
 
 def parse_origins(value: str) -> tuple[str, ...]:
@@ -97,11 +107,12 @@ def render_bootstrap(config: EdgeConfig) -> dict[str, Any]:
     clusters = [_cluster("agent_svc", config.agent_address, config.keepalive_interval_seconds)]
     if config.chat_address is not None:
         clusters.append(_cluster("chat_svc", config.chat_address, config.keepalive_interval_seconds))
+    clusters = [_with_upstream_health(c, config) for c in clusters] + _operations_clusters(config)
     return {
         "node": {"id": "syntera-edge", "cluster": "syntera-edge"},
         "admin": {"address": _socket("127.0.0.1", config.admin_port)},
         "static_resources": {
-            "listeners": [_listener(config)],
+            "listeners": [_listener(config), *_operations_listeners(config)],
             "clusters": clusters,
         },
         # No runtime layers or overload manager: the edge's behaviour is fully in this file.
@@ -188,6 +199,7 @@ def _listener(config: EdgeConfig) -> dict[str, Any]:
     }
     if config.access_log:
         hcm["access_log"] = [_access_log()]
+    hcm |= _correlation(config)
     return {
         "name": "edge",
         "address": _socket(config.listen_host, config.listen_port),
@@ -343,6 +355,7 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
                     # No route deadline: unary calls carry their own grpc-timeout, streams last a call.
                     "timeout": "0s",
                     "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+                    "retry_policy": _SAFE_RETRY_POLICY,
                 },
             }
         )
@@ -406,12 +419,11 @@ def _origin_matchers(origins: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _cluster(name: str, address: str, keepalive_seconds: int) -> dict[str, Any]:
-    host, port = split_address(address)
-    try:
-        ipaddress.ip_address(host)
-        discovery = "STATIC"
-    except ValueError:
-        discovery = "STRICT_DNS"  # a name (docker compose service, `localhost`)
+    # Several comma-separated addresses are replicas of one service (tests run two of each).
+    endpoints = [split_address(part.strip()) for part in address.split(",") if part.strip()]
+    if not endpoints:
+        raise ValueError(f"not a host:port address: {address!r}")
+    discovery = "STATIC" if all(_is_ip(host) for host, _ in endpoints) else "STRICT_DNS"
     cluster: dict[str, Any] = {
         "name": name,
         "type": discovery,
@@ -430,12 +442,23 @@ def _cluster(name: str, address: str, keepalive_seconds: int) -> dict[str, Any]:
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}} for host, port in endpoints]}
+            ],
         },
     }
     if discovery == "STRICT_DNS":
+        # A name (a Kubernetes headless Service, `localhost`): every address it resolves to is a host.
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     return cluster
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _access_log() -> dict[str, Any]:
@@ -460,3 +483,169 @@ def _access_log() -> dict[str, Any]:
             },
         },
     }
+
+
+# --- operations: health of the upstreams, stats, request ids and traces (issue 12) ---------------
+
+# Retried only when the request cannot have reached a service (no connection, refused or reset
+# before it was sent), on another replica: safe for every method, idempotent or not.
+_SAFE_RETRY_POLICY: dict[str, Any] = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": (
+                    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                )
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
+_ADMIN_CLUSTER = "envoy_admin"
+_OTLP_CLUSTER = "otlp_collector"
+_EDGE_SERVICE_NAME = "syntera-edge"
+
+
+def _with_upstream_health(cluster: dict[str, Any], config: EdgeConfig) -> dict[str, Any]:
+    """Active gRPC health checks and outlier detection for a service cluster.
+
+    The health check asks the standard gRPC health service for the server as a whole (service ""),
+    which a replica turns NOT_SERVING as soon as it starts draining: Envoy stops sending it new
+    calls before it goes away. Outlier detection counts only failures that Envoy itself saw
+    (connection refused or reset, timeouts): a service answering UNAVAILABLE because LiveKit or
+    MongoDB is down is healthy and must not be ejected for it.
+    """
+    interval = _duration(config.health_check_interval_seconds)
+    return cluster | {
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": interval,
+                # An idle cluster is still checked at the same pace, so a replica that died while
+                # nobody called is out of the set before the next call.
+                "no_traffic_interval": interval,
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        # With every replica failing its checks Envoy would route to all of them anyway (panic
+        # mode), which is what we want: the caller then sees the real error, not "no healthy host".
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 3,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "interval": "2s",
+            "base_ejection_time": "10s",
+            "max_ejection_percent": 50,
+        },
+    }
+
+
+def _correlation(config: EdgeConfig) -> dict[str, Any]:
+    """HTTP connection manager settings for request ids and (when a collector is set) tracing.
+
+    A client's `x-request-id` is kept (the services accept printable ids up to 128 characters and
+    make their own otherwise); Envoy makes one when there is none and returns it on the response.
+    Envoy's OpenTelemetry tracer starts (or continues) the W3C trace and sends `traceparent` on.
+    """
+    settings: dict[str, Any] = {
+        "preserve_external_request_id": True,
+        "always_set_request_id_in_response": True,
+    }
+    if config.otlp_endpoint:
+        settings["tracing"] = {
+            "random_sampling": {"value": 100},
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": _OTLP_CLUSTER}, "timeout": "2s"},
+                    "service_name": _EDGE_SERVICE_NAME,
+                },
+            },
+        }
+    return settings
+
+
+def otlp_address(endpoint: str) -> str:
+    """`host:port` of an OTLP endpoint URL (`http://collector:4317`); a bare `host:port` is kept."""
+    parsed = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if not parsed.hostname:
+        raise ValueError(f"not an OTLP endpoint: {endpoint!r}")
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{parsed.port or 4317}"
+
+
+def _operations_clusters(config: EdgeConfig) -> list[dict[str, Any]]:
+    clusters: list[dict[str, Any]] = []
+    if config.stats_port is not None:
+        clusters.append(
+            {
+                "name": _ADMIN_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": _ADMIN_CLUSTER,
+                    "endpoints": [
+                        {"lb_endpoints": [{"endpoint": {"address": _socket("127.0.0.1", config.admin_port)}}]}
+                    ],
+                },
+            }
+        )
+    if config.otlp_endpoint:
+        # An OTLP/gRPC collector: the same plain HTTP/2 cluster as a service, without health checks
+        # (spans are dropped while it is away; nothing waits for it).
+        clusters.append(_cluster(_OTLP_CLUSTER, otlp_address(config.otlp_endpoint), 30))
+    return clusters
+
+
+def _operations_listeners(config: EdgeConfig) -> list[dict[str, Any]]:
+    """The stats and readiness listener for Prometheus and the kubelet, when `stats_port` is set.
+
+    The admin interface stays on loopback (it can change Envoy's state); only these two read-only
+    paths are exposed, each as an exact path.
+    """
+    if config.stats_port is None:
+        return []
+    exposed = ("/stats/prometheus", "/ready")
+    routes: list[dict[str, Any]] = [
+        {"match": {"path": path}, "route": {"cluster": _ADMIN_CLUSTER}} for path in exposed
+    ]
+    routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404}})
+    hcm = {
+        "@type": (
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+            ".HttpConnectionManager"
+        ),
+        "stat_prefix": "operations",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "operations",
+            "virtual_hosts": [{"name": "operations", "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return [
+        {
+            "name": "operations",
+            "address": _socket(config.listen_host, config.stats_port),
+            "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+            ],
+        }
+    ]
