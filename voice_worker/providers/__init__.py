@@ -9,11 +9,12 @@ from typing import Any, Literal
 from livekit.agents import llm, stt, tts, vad
 from livekit.agents.types import NOT_GIVEN
 
+from llmkit.choice import ModelProfile, ProviderChoiceError, build_llm
+from llmkit.choice import choose_mode as choose_llm_mode
 from voice_worker.models import (
     OFFLINE_STT_MODEL,
     PIPER_TTS_MODELS,
     PIPER_VOICE,
-    PROFILE_RESPONDER,
     ModelKind,
     check_cloud_model,
     check_offline_model,
@@ -23,9 +24,7 @@ from voice_worker.settings import VoiceWorkerSettings
 
 Mode = Literal["cloud", "offline"]
 
-
-class ProviderChoiceError(ValueError):
-    """A profile asks for providers or models this worker cannot run."""
+__all__ = ["Mode", "ProviderChoiceError", "Providers", "build_providers", "choose_mode", "import_plugins"]
 
 
 @dataclass
@@ -73,17 +72,26 @@ def _shared_whisper(threads: int, beam_size: int) -> stt.STT[Any]:
     return WhisperSTT(cpu_threads=threads, beam_size=beam_size)
 
 
+def _model_profile(profile: AgentProfile) -> ModelProfile:
+    return ModelProfile(
+        agent_id=profile.agent_id,
+        display_name=profile.display_name,
+        llm_model=profile.llm_model,
+        provider_mode=profile.provider_mode,
+    )
+
+
 def choose_mode(settings: VoiceWorkerSettings, profile: AgentProfile) -> Mode:
-    if profile.provider_mode == "cloud":
-        if not settings.has_cloud_credentials:
-            raise ProviderChoiceError(
-                f"agent {profile.agent_id!r} asks for cloud providers but LIVEKIT_URL, LIVEKIT_API_KEY "
-                "and LIVEKIT_API_SECRET are not all set"
-            )
-        return "cloud"
-    if profile.provider_mode == "offline":
-        return "offline"
-    return settings.default_mode
+    return choose_llm_mode(_model_profile(profile), settings.default_mode, settings.has_cloud_credentials)
+
+
+def _language_model(
+    settings: VoiceWorkerSettings, mode: Mode, profile: AgentProfile
+) -> tuple[llm.LLM[Any], str]:
+    """The session's LLM, chosen as agent_svc chooses it for text replies (`llmkit.choice`)."""
+    models = settings.language_models(settings.livekit_api_key, settings.livekit_api_secret)
+    chosen = build_llm(mode, models, _model_profile(profile), profile)
+    return chosen.llm, chosen.model
 
 
 def build_providers(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
@@ -95,30 +103,12 @@ def build_providers(settings: VoiceWorkerSettings, profile: AgentProfile) -> Pro
 
 
 def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
-    kinds: tuple[tuple[ModelKind, str], ...] = (
-        ("stt", profile.stt_model),
-        ("llm", profile.llm_model),
-        ("tts", profile.tts_model),
-    )
+    kinds: tuple[tuple[ModelKind, str], ...] = (("stt", profile.stt_model), ("tts", profile.tts_model))
     for kind, name in kinds:
-        problem = check_offline_model(kind, name, settings.llm_model if settings.llm_base_url else "")
+        problem = check_offline_model(kind, name)
         if problem:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
-    from voice_worker.providers.responder_llm import ProfileResponderLLM
-
-    language_model: llm.LLM[Any]
-    if settings.llm_base_url and profile.llm_model != PROFILE_RESPONDER:
-        from livekit.plugins import openai
-
-        language_model = openai.LLM(
-            model=settings.llm_model,
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or "not-needed",
-        )
-        llm_name = settings.llm_model
-    else:
-        language_model = ProfileResponderLLM(profile)
-        llm_name = PROFILE_RESPONDER
+    language_model, llm_name = _language_model(settings, "offline", profile)
     speech = _offline_tts(settings, profile)
     return Providers(
         mode="offline",
@@ -149,13 +139,13 @@ def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     from livekit.agents import inference
 
     stt_model = profile.stt_model or settings.cloud_stt_model
-    llm_model = profile.llm_model or settings.cloud_llm_model
     tts_model = profile.tts_model or settings.cloud_tts_model
-    kinds: tuple[tuple[ModelKind, str], ...] = (("stt", stt_model), ("llm", llm_model), ("tts", tts_model))
+    kinds: tuple[tuple[ModelKind, str], ...] = (("stt", stt_model), ("tts", tts_model))
     for kind, name in kinds:
         problem = check_cloud_model(kind, name)
         if problem:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
+    language_model, llm_model = _language_model(settings, "cloud", profile)
     language = profile.language or "en"
     tts_name, _, tts_voice = tts_model.partition(":")
     voice = tts_voice or profile.voice
@@ -163,7 +153,7 @@ def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     return Providers(
         mode="cloud",
         stt=inference.STT(stt_model, language=language, api_key=key, api_secret=secret),
-        llm=inference.LLM(llm_model, api_key=key, api_secret=secret),
+        llm=language_model,
         tts=inference.TTS(tts_name, voice=voice or NOT_GIVEN, api_key=key, api_secret=secret),
         vad=shared_vad(),
         stt_model=stt_model,

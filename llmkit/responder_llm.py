@@ -1,13 +1,7 @@
-"""The offline "profile responder": fixed rules that answer from the agent profile.
-
-It is not a language model and never claims to be one: its replies say that it is a scripted
-offline responder. It exists so a call works end to end with no model server and no cloud keys,
-and so tests get deterministic agent turns.
-"""
+"""The scripted offline responder behind LiveKit's `llm.LLM` interface, streaming word by word."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -15,32 +9,8 @@ from livekit.agents import llm
 from livekit.agents.llm import ChatContext
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
-from voice_worker.models import PROFILE_RESPONDER
-from voice_worker.profile import AgentProfile
-
-_MAX_ECHO_WORDS = 30
-# Said in every reply, so nobody mistakes the responder for an AI model.
-_SCRIPTED = "a scripted offline responder"
-_GOODBYE = re.compile(r"\b(bye|goodbye|that's all|thank you, that is all)\b", re.IGNORECASE)
-
-
-class ProfileResponder:
-    """Deterministic replies built from the profile and the last thing the user said."""
-
-    def __init__(self, profile: AgentProfile) -> None:
-        self._name = profile.display_name or "your assistant"
-
-    def reply(self, user_text: str) -> str:
-        text = " ".join(user_text.split())
-        if not text:
-            return "Sorry, I did not catch that. Could you say it again?"
-        words = text.split()
-        echo = " ".join(words[:_MAX_ECHO_WORDS]).rstrip(".?!")
-        if _GOODBYE.search(text):
-            return f"Thank you for calling. This is {self._name}, goodbye."
-        if text.endswith("?"):
-            return f"You asked: {echo}? This is {self._name}, {_SCRIPTED}; your question is saved."
-        return f"I heard you say: {echo}. This is {self._name}, {_SCRIPTED}; your words are saved."
+from llmkit.models import PROFILE_RESPONDER
+from llmkit.responder import Named, ProfileResponder
 
 
 def last_user_text(chat_ctx: ChatContext) -> str:
@@ -51,9 +21,9 @@ def last_user_text(chat_ctx: ChatContext) -> str:
 
 
 class ProfileResponderLLM(llm.LLM[Any]):
-    """The profile responder behind the `llm.LLM` interface, streaming its reply word by word."""
+    """Answers the last user message of the chat context with `ProfileResponder`."""
 
-    def __init__(self, profile: AgentProfile) -> None:
+    def __init__(self, profile: Named) -> None:
         super().__init__()
         self.responder = ProfileResponder(profile)
 
