@@ -24,6 +24,8 @@ class AgentSettings(CommonSettings):
 
     host: str = Field(default="127.0.0.1", validation_alias="AGENT_SVC_HOST")
     port: int = Field(default=50051, ge=0, le=65535, validation_alias="AGENT_SVC_PORT")
+    # Prometheus metrics on AGENT_SVC_HOST at this port (`/metrics`); 0 picks a free one.
+    metrics_port: int = Field(default=9471, ge=0, le=65535, validation_alias="AGENT_SVC_METRICS_PORT")
 
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY")

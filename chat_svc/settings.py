@@ -12,6 +12,8 @@ class ChatSettings(CommonSettings):
 
     host: str = Field(default="127.0.0.1", validation_alias="CHAT_SVC_HOST")
     port: int = Field(default=50052, ge=0, le=65535, validation_alias="CHAT_SVC_PORT")
+    # Prometheus metrics on CHAT_SVC_HOST at this port (`/metrics`); 0 picks a free one.
+    metrics_port: int = Field(default=9472, ge=0, le=65535, validation_alias="CHAT_SVC_METRICS_PORT")
     agent_svc_address: str = Field(default="127.0.0.1:50051", validation_alias="AGENT_SVC_ADDRESS")
     agent_svc_timeout_seconds: float = Field(
         default=5.0, gt=0, le=60, validation_alias="AGENT_SVC_TIMEOUT_SECONDS"

@@ -1,7 +1,8 @@
 """`python -m devrun` (= `make run`) runs the mesh; `python -m devrun token --user alice` prints a dev JWT.
 
 Also `python -m devrun envoy-config --out FILE` renders the Envoy bootstrap from the environment
-(`AGENT_SVC_ADDRESS`, `CHAT_SVC_ADDRESS`, `ENVOY_*`, `CORS_ALLOWED_ORIGINS`) for running Envoy elsewhere.
+(`AGENT_SVC_ADDRESS`, `CHAT_SVC_ADDRESS`, `ENVOY_*`, `CORS_ALLOWED_ORIGINS`, `OTEL_EXPORTER_OTLP_ENDPOINT`)
+for running Envoy elsewhere; with `--kubernetes` it renders deploy/k8s's edge (devrun/kubernetes.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("envoy-config", help="render the Envoy bootstrap from the environment")
     config.add_argument("--out", type=Path, required=True, help="file to write (must end in .json)")
     config.add_argument("--listen-host", default=None, help="listener address (default ENVOY_HOST)")
+    config.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="the Kubernetes deployment's edge (deploy/k8s); reads nothing from the environment",
+    )
+    config.add_argument("--origins", default=None, help="with --kubernetes: comma-separated CORS origins")
     return parser
 
 
@@ -61,6 +68,7 @@ def _envoy_config(out: Path, listen_host: str | None) -> int:
                 agent_address=agent,
                 chat_address=chat,
                 cors_allowed_origins=settings.origins,
+                otlp_endpoint=settings.otlp_endpoint or None,
             ),
             out,
         )
@@ -71,10 +79,21 @@ def _envoy_config(out: Path, listen_host: str | None) -> int:
     return 0
 
 
+def _kubernetes_envoy_config(out: Path, origins: str | None) -> int:
+    from devrun.envoy_config import parse_origins, write_bootstrap
+    from devrun.kubernetes import DEFAULT_ORIGINS, kubernetes_edge
+
+    write_bootstrap(kubernetes_edge(parse_origins(origins) if origins else DEFAULT_ORIGINS), out)
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "token":
         return _token(args.user, args.ttl)
+    if args.command == "envoy-config" and args.kubernetes:
+        return _kubernetes_envoy_config(args.out, args.origins)
     if args.command == "envoy-config":
         return _envoy_config(args.out, args.listen_host)
     return _run()

@@ -46,6 +46,14 @@ class RunSettings(BaseSettings):
     # The voice worker's own health endpoint: make run checks the port is free before starting it.
     worker_http_host: str = Field(default="127.0.0.1", validation_alias="VOICE_WORKER_HTTP_HOST")
     worker_http_port: int = Field(default=8081, ge=0, le=65535, validation_alias="VOICE_WORKER_HTTP_PORT")
+    # Each process's Prometheus endpoint (make run checks the ports are free and prints them).
+    agent_metrics_port: int = Field(default=9471, ge=1, le=65535, validation_alias="AGENT_SVC_METRICS_PORT")
+    chat_metrics_port: int = Field(default=9472, ge=1, le=65535, validation_alias="CHAT_SVC_METRICS_PORT")
+    worker_metrics_port: int = Field(
+        default=9473, ge=1, le=65535, validation_alias="VOICE_WORKER_METRICS_PORT"
+    )
+    # Given to the services and Envoy: with it set, every process exports its spans there.
+    otlp_endpoint: str = Field(default="", validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     @property
     def effective_dev_mode(self) -> bool:

@@ -25,6 +25,8 @@ class CommonSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, le=300, validation_alias="SHUTDOWN_GRACE_SECONDS"
     )
+    # Traces go to this OTLP/gRPC collector (e.g. http://otel-collector:4317); empty: tracing off.
+    otlp_endpoint: str = Field(default="", validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     @model_validator(mode="after")
     def _jwt_secret_required_outside_dev(self) -> CommonSettings:

@@ -45,6 +45,8 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
     max_calls: int = Field(default=5, ge=1, le=100, validation_alias="VOICE_WORKER_MAX_CALLS")
     http_host: str = Field(default="127.0.0.1", validation_alias="VOICE_WORKER_HTTP_HOST")
     http_port: int = Field(default=8081, ge=0, le=65535, validation_alias="VOICE_WORKER_HTTP_PORT")
+    # Prometheus metrics on VOICE_WORKER_HTTP_HOST at this port (`/metrics`); 0 picks a free one.
+    metrics_port: int = Field(default=9473, ge=0, le=65535, validation_alias="VOICE_WORKER_METRICS_PORT")
 
     chat_svc_address: str = Field(default="127.0.0.1:50052", validation_alias="CHAT_SVC_ADDRESS")
     agent_svc_address: str = Field(default="127.0.0.1:50051", validation_alias="AGENT_SVC_ADDRESS")
