@@ -15,9 +15,11 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError
 
-from servicekit import auth, context
-from servicekit.errors import DomainError, ErrorKind
+from servicekit import auth, context, wire
+from servicekit.errors import DomainError, ErrorKind, FieldViolation, invalid_argument
 from servicekit.status import grpc_code, to_status
 
 log = structlog.get_logger("servicekit.rpc")
@@ -29,6 +31,7 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 # grpc-stubs types handlers as sync; under grpc.aio they are coroutines or async generators.
 Behavior = Callable[..., Any]
+Decoder = Callable[[bytes], Any]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -62,16 +65,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or method.startswith(self._public):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
+        # The request arrives as bytes and is decoded inside the call scope: grpc's own decoding
+        # would answer undecodable input (strings that are not UTF-8) with UNKNOWN and the
+        # exception text, before any of our error mapping runs.
+        decode = _decoder(method, handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, metadata, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, metadata, decode, handler.unary_unary),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, metadata, decode, handler.unary_stream),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         return handler  # our contracts have no client streams
@@ -94,16 +101,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     @contextlib.asynccontextmanager
     async def _call_scope(
-        self, method: str, metadata: dict[str, Any], ctx: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        """One call: caller and request id bound for its duration, any failure ended as a status."""
+        self,
+        method: str,
+        metadata: dict[str, Any],
+        ctx: grpc.aio.ServicerContext[Any, Any],
+        decode: Callable[[], Any],
+    ) -> AsyncIterator[Any]:
+        """One call: the decoded request, caller and request id bound for its duration, any failure
+        ended as a status.
+
+        Decoding comes first: a request that cannot be read is INVALID_ARGUMENT whoever sends it,
+        and saying so reveals nothing a credential would protect.
+        """
         started = time.perf_counter()
         tokens = context.bind(None, _request_id(metadata))
         bearer_reset = context.bind_bearer_token("")
         try:
+            request = decode()
             if method not in self._self_authenticated:
                 context.bind_principal(self._authenticate(metadata))
-            yield
+            yield request
             _log_done(method, started, "OK")
         except BaseException as exc:  # noqa: BLE001 - every failure must become a status
             await _abort(method, started, ctx, exc)
@@ -112,20 +129,50 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             context.unbind_bearer_token(bearer_reset)
             context.unbind(tokens)
 
-    def _wrap_unary(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
-        async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with self._call_scope(method, metadata, ctx):
+    def _wrap_unary(
+        self, method: str, metadata: dict[str, Any], decode: Decoder, behavior: Behavior
+    ) -> Behavior:
+        async def wrapped(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with self._call_scope(method, metadata, ctx, lambda: decode(raw)) as request:
                 return await behavior(request, ctx)
 
         return wrapped
 
-    def _wrap_stream(self, method: str, metadata: dict[str, Any], behavior: Behavior) -> Behavior:
-        async def wrapped(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            async with self._call_scope(method, metadata, ctx):
+    def _wrap_stream(
+        self, method: str, metadata: dict[str, Any], decode: Decoder, behavior: Behavior
+    ) -> Behavior:
+        async def wrapped(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async with self._call_scope(method, metadata, ctx, lambda: decode(raw)) as request:
                 async for item in behavior(request, ctx):
                     yield item
 
         return wrapped
+
+
+def _decoder(method: str, deserializer: Callable[[bytes], Any] | None) -> Decoder:
+    """Decodes one request for `method`; undecodable bytes become INVALID_ARGUMENT naming the fields."""
+    if deserializer is None:
+        return lambda raw: raw
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError:
+            raise _undecodable(method, raw) from None
+
+    return decode
+
+
+def _undecodable(method: str, raw: bytes) -> DomainError:
+    try:
+        # `/pkg.Service/Method` → the input type, from the descriptors the service registered.
+        rpc = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
+    except KeyError:
+        rpc = None
+    paths = wire.invalid_utf8_fields(rpc.input_type, raw) if rpc is not None else []
+    if paths:
+        return invalid_argument([FieldViolation(path, "is not valid UTF-8") for path in paths])
+    return invalid_argument([FieldViolation("request", "is not a well-formed request message")])
 
 
 def _request_id(metadata: dict[str, Any]) -> str:
