@@ -1,5 +1,7 @@
 /**
  * Typed clients for the mesh, over gRPC-web through Envoy, generated from the same protos as the services.
+ *
+ * Nothing here is module state: the clients and the edge's address travel together in the `Api` value.
  */
 
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
@@ -12,10 +14,12 @@ import { LiveKitService } from "./gen/syntera/livekit/v1/livekit_service_pb.js";
 
 /** Deadline of every unary call: the page never waits forever on the network. */
 export const UNARY_TIMEOUT_MS = 10_000;
-/** Deadline of one WatchConversation stream; the page resumes with `after_seq` when it passes. */
+/** Deadline of one watch stream; the page resumes (with `after_seq` where there is one) when it passes. */
 export const WATCH_TIMEOUT_MS = 30 * 60_000;
 
 export interface Api {
+  /** The edge's address, for messages that must say which server could not be reached. */
+  baseUrl: string;
   agents: Client<typeof AgentService>;
   conversations: Client<typeof ConversationService>;
   livekit: Client<typeof LiveKitService>;
@@ -23,7 +27,6 @@ export interface Api {
 
 /** Builds the clients; `bearer` is read on every call so sign-in and sign-out take effect at once. */
 export function createApi(baseUrl: string, bearer: () => string | undefined): Api {
-  apiBaseUrl = baseUrl;
   const authorization: Interceptor = (next) => async (request) => {
     const token = bearer();
     if (token) {
@@ -37,16 +40,15 @@ export function createApi(baseUrl: string, bearer: () => string | undefined): Ap
     defaultTimeoutMs: UNARY_TIMEOUT_MS,
   });
   return {
+    baseUrl,
     agents: createClient(AgentService, transport),
     conversations: createClient(ConversationService, transport),
     livekit: createClient(LiveKitService, transport),
   };
 }
 
-let apiBaseUrl = "";
-
 /** A one-line, human-readable account of a failed call, with field violations when the server sent them. */
-export function describeError(error: unknown): string {
+export function describeError(error: unknown, apiBaseUrl: string): string {
   const err = ConnectError.from(error);
   if (err.code === Code.Unavailable || err.code === Code.Unknown) {
     // A stopped edge, a CORS refusal and a network error look the same to a page: a failed fetch.
@@ -63,16 +65,26 @@ export function describeError(error: unknown): string {
       parts.push(`${violation.field}: ${violation.description}`);
     }
   }
-  const reason = err.findDetails(ErrorInfoSchema)[0]?.reason;
+  const reason = errorReason(error);
   if (reason) {
     parts.push(`(${reason})`);
   }
   return parts.join(" — ");
 }
 
+/** The gRPC status code of a failed call (`Unknown` for anything that is not a Connect error). */
+export function errorCode(error: unknown): Code {
+  return ConnectError.from(error).code;
+}
+
+/** The `ErrorInfo.reason` the services attach (e.g. `NOT_CONVERSATION_OWNER`), or undefined. */
+export function errorReason(error: unknown): string | undefined {
+  return ConnectError.from(error).findDetails(ErrorInfoSchema)[0]?.reason || undefined;
+}
+
 /** True when the error means the credentials are missing, malformed or expired. */
 export function isUnauthenticated(error: unknown): boolean {
-  return ConnectError.from(error).code === Code.Unauthenticated;
+  return errorCode(error) === Code.Unauthenticated;
 }
 
 /** 32 random hex digits (like the services' uuid4 hex ids), used for `request_id`. */

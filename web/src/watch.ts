@@ -1,11 +1,16 @@
 /**
- * Follows one conversation with WatchConversation, resuming with `after_seq` after any break, so the
- * transcript neither misses nor doubles a message across reconnects.
+ * The page's two live streams, each resubscribing with the same backoff after any break:
+ *
+ * - `ConversationWatch` follows one conversation with WatchConversation, resuming with `after_seq`, so
+ *   the transcript neither misses nor doubles a message across reconnects;
+ * - `ConversationListWatch` follows WatchConversations, which has no resume point: after a break the
+ *   page reloads the list to catch up on what it missed.
  */
 
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 
-import { type Api, describeError, WATCH_TIMEOUT_MS } from "./api.js";
+import { type Api, describeError, errorCode, WATCH_TIMEOUT_MS } from "./api.js";
+import { Backoff, sleep } from "./backoff.js";
 import type { Conversation, Message } from "./gen/syntera/conversation/v1/resources_pb.js";
 
 export type WatchState = "connecting" | "live" | "retrying" | "ended" | "failed";
@@ -24,10 +29,14 @@ const FINAL_CODES = new Set([
   Code.InvalidArgument,
   Code.FailedPrecondition,
 ]);
-const MAX_BACKOFF_MS = 10_000;
+
+function watchBackoff(): Backoff {
+  return new Backoff({ initialMs: 500, maxMs: 10_000 });
+}
 
 export class ConversationWatch {
   private readonly abort = new AbortController();
+  private readonly backoff = watchBackoff();
 
   constructor(
     private readonly api: Api,
@@ -47,9 +56,9 @@ export class ConversationWatch {
 
   private async run(): Promise<void> {
     const signal = this.abort.signal;
-    let failures = 0;
     while (!signal.aborted) {
       this.handlers.onState("connecting");
+      let delay = 0;
       try {
         const stream = this.api.conversations.watchConversation(
           { conversationId: this.conversationId, afterSeq: this.resumeFrom() },
@@ -61,7 +70,7 @@ export class ConversationWatch {
           },
         );
         for await (const response of stream) {
-          failures = 0;
+          this.backoff.reset();
           this.handlers.onState("live");
           const event = response.event;
           if (event.case === "message") {
@@ -77,34 +86,74 @@ export class ConversationWatch {
         if (signal.aborted) {
           return;
         }
-        const code = ConnectError.from(error).code;
-        if (FINAL_CODES.has(code)) {
-          this.handlers.onState("failed", describeError(error));
+        if (FINAL_CODES.has(errorCode(error))) {
+          this.handlers.onState("failed", describeError(error, this.api.baseUrl));
           return;
         }
-        failures += 1;
+        delay = this.backoff.next() ?? 0;
       }
       if (signal.aborted) {
         return;
       }
-      // The stream ended without an end event (deadline, restart, network): resume after what we hold.
-      const delay = failures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 250 * 2 ** failures);
-      this.handlers.onState("retrying", delay ? `retrying in ${Math.round(delay / 1000)} s` : undefined);
+      // The stream ended (deadline, restart, network): resume after what we hold.
+      this.handlers.onState("retrying", delay ? `retrying in ${Math.max(1, Math.round(delay / 1000))} s` : undefined);
       await sleep(delay, signal);
     }
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = window.setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        window.clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
+export interface ListWatchHandlers {
+  /** Something changed, or the stream broke and events may have been missed: load the list again. */
+  onChange(): void;
+  /** The stream was refused for good (the sign-in is no longer accepted). */
+  onRefused(error: unknown): void;
+}
+
+export class ConversationListWatch {
+  private readonly abort = new AbortController();
+  private readonly backoff = watchBackoff();
+
+  constructor(
+    private readonly api: Api,
+    private readonly handlers: ListWatchHandlers,
+  ) {}
+
+  start(): void {
+    void this.run();
+  }
+
+  stop(): void {
+    this.abort.abort();
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      let delay = 0;
+      try {
+        for await (const event of this.api.conversations.watchConversations(
+          {},
+          { signal, timeoutMs: WATCH_TIMEOUT_MS },
+        )) {
+          this.backoff.reset();
+          if (event.event.case === "conversationCreated" || event.event.case === "conversationEnded") {
+            this.handlers.onChange();
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) {
+          return;
+        }
+        if (FINAL_CODES.has(errorCode(error))) {
+          this.handlers.onRefused(error);
+          return;
+        }
+        delay = this.backoff.next() ?? 0;
+      }
+      await sleep(delay, signal);
+      if (!signal.aborted) {
+        this.handlers.onChange();
+      }
+    }
+  }
 }
