@@ -24,7 +24,7 @@ from agent_svc.livekit_servicer import LiveKitServicer
 from agent_svc.ownership import ConversationAccess, UncheckedConversationAccess
 from agent_svc.settings import AgentSettings
 from agent_svc.tokens import TokenMinter, TokenPolicy
-from servicekit import logs
+from servicekit import logs, telemetry
 from servicekit.client import open_channel
 from servicekit.server import RunningServer, serve_until_signal, start_server
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
@@ -195,7 +195,8 @@ def main() -> None:
             "DEV MODE is on: development defaults may be in use; never run it like this in production"
         )
     try:
-        asyncio.run(_run(settings))
+        with telemetry.running("agent_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
+            asyncio.run(_run(settings))
     except PyMongoError as err:
         log.error("mongodb unreachable at start-up", error_type=type(err).__name__)
         raise SystemExit(1) from None

@@ -13,7 +13,7 @@ from chat_svc.app import create_server
 from chat_svc.changefeed import Disruptions
 from chat_svc.settings import ChatSettings
 from chat_svc.store import open_client
-from servicekit import logs
+from servicekit import logs, telemetry
 
 log = structlog.get_logger("chat_svc")
 
@@ -65,7 +65,8 @@ def main() -> None:
     logs.configure(settings.log_level, settings.log_format, service="chat_svc")
     if settings.dev_mode:
         log.warning("DEV MODE: development defaults in use; never run like this in production")
-    asyncio.run(_run(settings))
+    with telemetry.running("chat_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
+        asyncio.run(_run(settings))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from pymongo import ASCENDING
 
+from chat_svc import metrics
 from chat_svc.changefeed import Change, ChangeFeed, Signal, Subscription
 from chat_svc.conversations import Conversations
 from chat_svc.records import Conversation, Message, Status
@@ -157,6 +158,7 @@ class Watchers:
                 elif isinstance(item, Change) and item.feed == MESSAGES_FEED:
                     message = message_from_doc(item.document)
                     if delivered.accept(message):
+                        metrics.delivered_live(message)
                         yield MessageChanged(message)
                 elif isinstance(item, Change) and item.document.get("status") == Status.ENDED.value:
                     yield ConversationEnded(

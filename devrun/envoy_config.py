@@ -559,6 +559,15 @@ def _correlation(config: EdgeConfig) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
+        # Envoy would otherwise write its trace decision into UUID-shaped ids, changing a
+        # client's id on the way through.
+        "request_id_extension": {
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
+                "pack_trace_reason": False,
+                "use_request_id_for_trace_sampling": False,
+            }
+        },
     }
     if config.otlp_endpoint:
         settings["tracing"] = {

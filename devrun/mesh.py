@@ -135,6 +135,15 @@ class Mesh:
             "HF_HUB_OFFLINE": "1",
         }
 
+    def metrics_url(self, name: str) -> str:
+        """The Prometheus endpoint of `agent_svc`, `chat_svc` or `voice_worker`."""
+        variable = {
+            AGENT_SVC: "AGENT_SVC_METRICS_PORT",
+            CHAT_SVC: "CHAT_SVC_METRICS_PORT",
+            VOICE_WORKER: "VOICE_WORKER_METRICS_PORT",
+        }[name]
+        return f"http://127.0.0.1:{self._env[variable]}/metrics"
+
     def process(self, name: str) -> ManagedProcess:
         """The managed process `agent_svc`, `chat_svc`, `livekit`, `envoy` or `voice_worker`."""
         return self._procs[name]
@@ -249,6 +258,11 @@ def start_mesh(
         "LIVEKIT_API_KEY": endpoint.api_key,
         "LIVEKIT_API_SECRET": endpoint.api_secret,
         "LIVEKIT_API_TIMEOUT_SECONDS": "3",
+        # Each process its own Prometheus endpoint (see `Mesh.metrics_url`); a replica started
+        # from `Mesh.env` must be given another.
+        "AGENT_SVC_METRICS_PORT": str(free_port()),
+        "CHAT_SVC_METRICS_PORT": str(free_port()),
+        "VOICE_WORKER_METRICS_PORT": str(free_port()),
         # Children must not pick up a developer's `.env` or the runner's PYTHONPATH quirks.
         "PYTHONPATH": str(ROOT),
     }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from servicekit import auth
+from servicekit import auth, context, tracing
+from servicekit.interceptors import REQUEST_ID_HEADER
 
 # gRPC's own retry: only for codes that mean "nothing happened", with backoff. Every RPC we make
 # also carries a deadline (see `call_options`), which bounds the retries too.
@@ -22,19 +25,70 @@ _RETRY_SERVICE_CONFIG = {
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },
         }
-    ]
+    ],
+    # Every address a name resolves to (a Kubernetes headless Service: every replica), not only
+    # the first: calls spread over the replicas and survive one of them going away.
+    "loadBalancingConfig": [{"round_robin": {}}],
 }
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel (the mesh runs on a private network) with retries enabled."""
+    """An insecure channel (the mesh runs on a private network) with retries enabled.
+
+    Calls on it carry the current call's request id and, when tracing is on, its trace context.
+    """
     return grpc.aio.insecure_channel(
         target,
+        interceptors=[RequestIdForwarder(), *tracing.client_interceptors()],  # type: ignore[list-item]
         options=[
             ("grpc.service_config", json.dumps(_RETRY_SERVICE_CONFIG)),
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 30_000),
         ],
+    )
+
+
+# grpc-stubs types these as generic and their stream continuation as sync; under grpc.aio both
+# continuations are awaited.
+class RequestIdForwarder(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Sends the request id of the call being served (`x-request-id`) on every call made for it.
+
+    So one id is in the log lines of every service a request passes through. Calls made outside a
+    served call (the voice worker's, background work) carry one only if the caller bound one.
+    """
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(_with_request_id(client_call_details), request)
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(_with_request_id(client_call_details), request)
+
+
+def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    request_id = context.current_request_id()
+    metadata = list(details.metadata or ())
+    if not request_id or any(key == REQUEST_ID_HEADER for key, _ in metadata):
+        return details
+    metadata.append((REQUEST_ID_HEADER, request_id))
+    return grpc.aio.ClientCallDetails(
+        details.method,
+        details.timeout,
+        grpc.aio.Metadata(*metadata),
+        details.credentials,
+        details.wait_for_ready,
     )
 
 

@@ -1,4 +1,11 @@
-"""Structured logging: JSON lines (or readable console lines) on stderr, fixed messages, data in fields."""
+"""Structured logging: JSON lines (or readable console lines) on stderr, fixed messages, data in fields.
+
+Every line of a call carries its `request_id` (the one the edge made or the caller sent) and, when
+tracing is on, the `trace_id` and `span_id` of the active span, so logs, traces and the Envoy
+access log of one request can be joined. Records from the standard `logging` module (grpc,
+pymongo, livekit, asyncio) go through the same processors and come out as the same JSON; only
+their message is kept, never the `extra` fields libraries attach (they can hold transcript text).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,10 @@ from typing import Literal
 
 import structlog
 
+from servicekit import context, tracing
+
 LogFormat = Literal["json", "console"]
+_HANDLER_NAME = "syntera-structlog"
 
 
 def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -> None:
@@ -16,24 +26,67 @@ def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
-    processors: list[structlog.typing.Processor] = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_correlation,
     ]
     if service:
-        processors.append(_add_service(service))
-    processors += [structlog.processors.dict_tracebacks, renderer]
+        shared.append(_add_service(service))
+    _route_stdlib(numeric, shared, renderer)
     structlog.configure(
-        processors=processors,
+        processors=[*shared, structlog.processors.dict_tracebacks, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def add_correlation(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Adds the current call's request id and the active trace and span ids, when there are any."""
+    request_id = context.current_request_id()
+    if request_id:
+        event.setdefault("request_id", request_id)
+    ids = tracing.current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
+def _route_stdlib(
+    level: int, shared: list[structlog.typing.Processor], renderer: structlog.typing.Processor
+) -> None:
+    """One handler on the root logger that renders stdlib records like our own lines."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared, structlog.processors.format_exc_info],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    # Replaces whatever was there (a library's basicConfig, a previous configure in the same process).
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def reclaim_stdlib() -> None:
+    """Removes root handlers that a library added after `configure` (LiveKit's CLI adds its own).
+
+    Their lines would duplicate ours in another format, and may carry the `extra` fields we leave
+    out on purpose.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() != _HANDLER_NAME:
+            root.removeHandler(handler)
 
 
 def _add_service(service: str) -> structlog.typing.Processor:

@@ -17,7 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # re-export unseen by mypy
 from grpc_reflection.v1alpha import reflection
 
+from servicekit import tracing
 from servicekit.interceptors import ServiceInterceptor
+from servicekit.metrics import RpcMetricsInterceptor
 
 log = structlog.get_logger("servicekit.server")
 
@@ -60,7 +62,13 @@ async def start_server(
     `self_authenticated` names methods that verify their callers themselves (see ServiceInterceptor).
     """
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(jwt_secret, self_authenticated=self_authenticated)],
+        # Outermost first: the trace span covers the whole call, metrics see the final status that
+        # ServiceInterceptor gives it.
+        interceptors=[
+            *tracing.server_interceptors(),
+            RpcMetricsInterceptor(),
+            ServiceInterceptor(jwt_secret, self_authenticated=self_authenticated),
+        ],
         options=[
             # Long-lived watch streams send keep-alives; allow client pings on idle connections too.
             ("grpc.keepalive_permit_without_calls", 1),

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from servicekit import logs
+from servicekit import logs, telemetry
 from voice_worker.settings import VoiceWorkerSettings
 
 log = structlog.get_logger("voice_worker")
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_simulate(args))
         from voice_worker.worker import run_worker
 
-        run_worker(settings, args.command)
+        with telemetry.running(
+            "voice_worker", settings.http_host, settings.metrics_port, settings.otlp_endpoint
+        ):
+            run_worker(settings, args.command)
     except ProviderChoiceError as exc:
         print(f"voice_worker: refusing to run: {exc}", file=sys.stderr)
         return 2

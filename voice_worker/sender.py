@@ -7,6 +7,7 @@ after chat_svc acknowledged exactly that state of the segment.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from voice_worker import metrics
 from voice_worker.outbox import Outbox, Pending, orphaned
 from voice_worker.segments import Segment
 
@@ -69,6 +71,12 @@ class OutboxSender:
         self._task: asyncio.Task[None] | None = None
         self.sent_batches = 0
         self.failed_attempts = 0
+        # For the metrics (voice_worker.metrics): turns waiting, since when the outbox holds any,
+        # and when the sender first saw each waiting turn (its delivery latency starts there).
+        self.pending = 0
+        self.pending_since: float | None = None
+        self._first_seen: dict[str, float] = {}
+        metrics.OUTBOXES.track(self)
 
     def start(self) -> None:
         if self._task is None:
@@ -108,6 +116,7 @@ class OutboxSender:
         backoff = self._initial
         while True:
             batch = self._outbox.peek(BATCH_LIMIT)
+            self._observe_waiting(batch)
             if not batch:
                 self._idle.set()
                 self._wake.clear()
@@ -141,8 +150,25 @@ class OutboxSender:
             self._outbox.bury(batch, exc.reason)
             return
         self._outbox.ack(batch)
+        now = time.monotonic()
+        for pending in batch:
+            seen = self._first_seen.pop(pending.segment.segment_id, None)
+            if seen is not None:
+                metrics.DELIVERY_SECONDS.observe(now - seen)
         self.sent_batches += 1
         log.debug("transcript segments sent", conversation_id=conversation_id, segments=len(batch))
+
+    def _observe_waiting(self, batch: list[Pending]) -> None:
+        now = time.monotonic()
+        self.pending = self._outbox.pending_count()
+        if not self.pending:
+            self.pending_since = None
+            self._first_seen.clear()
+            return
+        if self.pending_since is None:
+            self.pending_since = now
+        for pending in batch:
+            self._first_seen.setdefault(pending.segment.segment_id, now)
 
 
 async def drain_orphans(

@@ -15,7 +15,9 @@ import structlog
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, cli
 from livekit.agents.voice import room_io
 
+from servicekit import context, logs
 from servicekit.client import ServiceCredentials
+from voice_worker import metrics
 from voice_worker.call import DispatchInfo, open_call
 from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
 from voice_worker.profile import DEFAULT_AGENT_ID
@@ -90,7 +92,11 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
         port=settings.http_port,
     )
 
+    metrics.count_calls(lambda: len(server.active_jobs))
+
     def prewarm(proc: JobProcess) -> None:
+        # By now the LiveKit CLI has added its own log handler; our JSON lines are the only ones.
+        logs.reclaim_stdlib()
         # Load the VAD (and so its ONNX runtime) before a job arrives, not during the greeting.
         proc.userdata["vad"] = shared_vad()
 
@@ -105,6 +111,9 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
 
 async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     """One dispatched call: profile, providers, transcripts through the outbox, greeting."""
+    # The job id is the call's request id: in every log line of the call, here and in chat_svc
+    # (it goes with every ReportTranscript), and in tasks started from here.
+    context.bind(None, ctx.job.id)
     dispatch = parse_dispatch(ctx.job.metadata, ctx.job.room.name)
     credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
     sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
