@@ -11,8 +11,9 @@ import json
 import os
 import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from devrun.launch import ROOT
 
@@ -30,6 +31,32 @@ def _missing_prerequisite() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class BrowserOptions:
+    """How Chromium stands in for a person (web/e2e/driver.mjs reads these at launch).
+
+    Attributes:
+        fake_audio_file: A WAV the fake microphone plays once, from the moment the page opens the
+            microphone (then silence); None for Chromium's built-in beep.
+        autoplay: Chromium's `--autoplay-policy`, or None for Chromium's own default (sound may play
+            once the person has clicked on the page).
+        media: "allow" answers camera, microphone and screen requests with yes; "deny" with no, as a
+            person clicking "Block" would.
+    """
+
+    fake_audio_file: Path | None = None
+    autoplay: str | None = None
+    media: Literal["allow", "deny"] = "allow"
+
+    def to_json(self) -> str:
+        options: dict[str, str] = {"media": self.media}
+        if self.fake_audio_file is not None:
+            options["fakeAudioFile"] = str(self.fake_audio_file.resolve())
+        if self.autoplay is not None:
+            options["autoplay"] = self.autoplay
+        return json.dumps(options)
+
+
 class BrowserError(AssertionError):
     """A browser command failed (element not found in time, script error, ...)."""
 
@@ -42,7 +69,7 @@ class Browser:
         self._next_id = 0
 
     @classmethod
-    async def launch(cls) -> Browser:
+    async def launch(cls, options: BrowserOptions | None = None) -> Browser:
         node = shutil.which("node")
         if node is None:
             raise RuntimeError("node is not installed; the browser tests need Node.js 20+")
@@ -52,6 +79,7 @@ class Browser:
         process = await asyncio.create_subprocess_exec(
             node,
             str(DRIVER),
+            (options or BrowserOptions()).to_json(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -91,6 +119,10 @@ class Browser:
         return reply.get("value")
 
     # Thin helpers over the driver's commands, named as a test reads them.
+
+    async def init_script(self, source: str) -> None:
+        """Runs the JS `source` in every page before the page's own scripts (set it before `goto`)."""
+        await self.command("initScript", source=source)
 
     async def goto(self, url: str) -> Any:
         return await self.command("goto", url=url)

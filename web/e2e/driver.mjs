@@ -1,7 +1,12 @@
 // A headless Chromium driven over stdin/stdout, one JSON command per line, for the Python tests
 // (tests/web/). The tests keep the scenario and the assertions; this only does what they ask.
 //
-//   node web/e2e/driver.mjs            then write {"id":1,"cmd":"goto","url":"http://..."} lines.
+//   node web/e2e/driver.mjs [options-json]   then write {"id":1,"cmd":"goto","url":"http://..."} lines.
+//
+// The optional first argument is a JSON object choosing how the browser stands in for a person:
+//   fakeAudioFile  absolute path of a WAV the fake microphone plays (once) instead of a beep
+//   autoplay       Chromium's --autoplay-policy (e.g. "no-user-gesture-required"); default: Chromium's
+//   media          "allow" (default: every camera/microphone/screen request is granted) or "deny"
 //
 // Uses Debian's chromium (CHROMIUM_PATH, default /usr/bin/chromium) through playwright-core: no browser
 // download. The flags keep Chromium off the network (no updates, sync, QUIC or background requests),
@@ -11,6 +16,7 @@ import readline from "node:readline";
 import { chromium } from "playwright-core";
 
 const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const options = JSON.parse(process.argv[2] || "{}");
 const args = [
   "--headless",
   "--no-sandbox",
@@ -21,10 +27,21 @@ const args = [
   "--disable-component-update",
   "--disable-sync",
   "--disable-dev-shm-usage",
-  // A call page asks for the microphone: answer with a synthetic device instead of a prompt.
-  "--use-fake-ui-for-media-stream",
+  // Synthetic camera and microphone instead of the machine's devices.
   "--use-fake-device-for-media-stream",
 ];
+if (options.media !== "deny") {
+  // Answer the page's device and screen requests with "allow" instead of a prompt; without this
+  // flag headless Chromium refuses them, as a person clicking "Block" would.
+  args.push("--use-fake-ui-for-media-stream");
+}
+if (options.fakeAudioFile) {
+  // %noloop: the recording plays once from the moment the page opens the microphone, then silence.
+  args.push(`--use-file-for-fake-audio-capture=${options.fakeAudioFile}%noloop`);
+}
+if (options.autoplay) {
+  args.push(`--autoplay-policy=${options.autoplay}`);
+}
 
 const browser = await chromium.launch({ executablePath, args, headless: true });
 let context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -45,6 +62,12 @@ function toFunction(source) {
 }
 
 const commands = {
+  // Runs `source` in every page of the context before the page's own scripts (probes that must see
+  // the page from its first moment, e.g. when it opens the microphone).
+  async initScript({ source }) {
+    await context.addInitScript(source);
+    return true;
+  },
   async goto({ url }) {
     const response = await page.goto(url, { waitUntil: "load", timeout: DEFAULT_TIMEOUT });
     return response ? response.status() : null;

@@ -192,6 +192,7 @@ export class Call {
     this.rejoin.reset();
     this.view.setNotice(undefined);
     this.setState("connected");
+    this.renderAll();
     await this.publishLocalMedia();
   }
 
@@ -216,12 +217,15 @@ export class Call {
 
   async toggleMicrophone(): Promise<void> {
     const local = this.room.localParticipant;
+    // A new action replaces the explanation of the last one (a refused share, a blocked device).
+    this.view.setNotice(undefined);
     this.microphoneWanted = !local.isMicrophoneEnabled;
     await this.guard("microphone", () => local.setMicrophoneEnabled(this.microphoneWanted));
   }
 
   async toggleCamera(): Promise<void> {
     const local = this.room.localParticipant;
+    this.view.setNotice(undefined);
     if (!this.mayPublish(Track.Source.Camera)) {
       this.view.setNotice("This is a voice call: the camera is not part of it. Start a video call to be seen.");
       return;
@@ -231,6 +235,7 @@ export class Call {
 
   async toggleScreenShare(): Promise<void> {
     const local = this.room.localParticipant;
+    this.view.setNotice(undefined);
     // LiveKit ignores a publish the token does not allow and the SDK only gives up after ~10 s, so
     // the page reads the grant itself and says at once why it cannot share.
     if (!local.isScreenShareEnabled && !this.mayPublish(Track.Source.ScreenShare)) {

@@ -1,0 +1,207 @@
+"""Helpers for the browser call tests: what the page showed over time, and what the servers say.
+
+The page is watched from inside by `PROBE` (an init script, so it sees the page from its first
+moment): when it opened the microphone, every state of the connection badge, every change of a
+transcript line, and the participant list's level meters and quality several times a second. The
+servers are asked directly: the LiveKit server's own API for rooms and tracks, chat_svc for the
+stored transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from livekit import api as lk_api
+from livekit.protocol import models as lk_models
+
+from agent_svc.ids import room_name
+from syntera.conversation.v1 import conversation_service_pb2 as cs
+from syntera.conversation.v1 import conversation_service_pb2_grpc as cs_grpc
+from syntera.conversation.v1 import resources_pb2 as res
+from tests.support.identity import bearer
+from tests.support.mesh import Mesh
+from tests.voice.real_call import participants
+from tests.web.browser import Browser
+
+# Installed with Browser.init_script before the page loads. Times are the page's Date.now() (ms).
+PROBE = """
+(() => {
+  const probe = { micOpens: [], states: [], turns: [], levels: [] };
+  window.__probe = probe;
+  // Chromium's fake microphone starts its recording when a page opens it: note when.
+  const devices = navigator.mediaDevices;
+  const getUserMedia = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    const stream = await getUserMedia(constraints);
+    if (stream.getAudioTracks().length) probe.micOpens.push(Date.now());
+    return stream;
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    const badge = document.getElementById("livekit-status");
+    new MutationObserver(() => probe.states.push([Date.now(), badge.dataset.state])).observe(badge, {
+      attributes: true,
+      attributeFilter: ["data-state"],
+    });
+    // Every value a transcript line's data-final had, in order: "false" then "true" is interim then final.
+    new MutationObserver((records) => {
+      for (const record of records) {
+        const item = record.target;
+        const { seq, role, final } = item.dataset;
+        probe.turns.push([Date.now(), seq, role, record.oldValue, final]);
+      }
+    }).observe(document.getElementById("transcript"), {
+      attributes: true,
+      subtree: true,
+      attributeFilter: ["data-final"],
+      attributeOldValue: true,
+    });
+    window.setInterval(() => {
+      for (const item of document.querySelectorAll("#participants li[data-identity]")) {
+        const meter = item.querySelector("meter");
+        probe.levels.push([Date.now(), item.dataset.identity, item.dataset.kind, meter ? meter.value : -1,
+          item.dataset.quality, item.dataset.speaking === "true"]);
+      }
+    }, 100);
+  });
+})();
+"""
+
+
+@dataclass(frozen=True)
+class Level:
+    at_ms: int
+    identity: str
+    kind: str
+    value: float
+    quality: str
+    speaking: bool
+
+
+async def mic_opened_ms(browser: Browser, *, within_ms: int = 10_000) -> list[int]:
+    """When the page opened the microphone (page clock, ms), waiting for the first time."""
+    await browser.wait_for("() => window.__probe.micOpens.length > 0", timeout_ms=within_ms)
+    opens: list[int] = await browser.evaluate("() => window.__probe.micOpens")
+    return opens
+
+
+async def badge_states(browser: Browser) -> list[tuple[int, str]]:
+    rows: list[list[Any]] = await browser.evaluate("() => window.__probe.states")
+    return [(int(at), str(state)) for at, state in rows]
+
+
+async def levels(browser: Browser) -> list[Level]:
+    rows: list[list[Any]] = await browser.evaluate("() => window.__probe.levels")
+    return [Level(int(r[0]), str(r[1]), str(r[2]), float(r[3]), str(r[4]), bool(r[5])) for r in rows]
+
+
+async def final_values(browser: Browser, seq: int) -> list[str]:
+    """The values transcript line `seq` had for data-final, oldest first (as the probe saw them change)."""
+    rows: list[list[Any]] = await browser.evaluate("() => window.__probe.turns")
+    mine = [r for r in rows if r[1] == str(seq)]
+    values = [str(r[3]) for r in mine if r[3] is not None]
+    if mine:
+        values.append(str(mine[-1][4]))
+    return values
+
+
+async def page_now_ms(browser: Browser) -> int:
+    now: int = await browser.evaluate("() => Date.now()")
+    return now
+
+
+async def wait_page_time(browser: Browser, at_ms: int) -> None:
+    """Sleeps until the page's clock reaches `at_ms` (the page and the test share the machine's clock)."""
+    delay = (at_ms - await page_now_ms(browser)) / 1000
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def transcript_lines(browser: Browser) -> list[dict[str, str]]:
+    """The transcript as shown: seq, role, final and text of each line, top to bottom."""
+    lines: list[dict[str, str]] = await browser.evaluate(
+        """() => [...document.querySelectorAll('#transcript li')].map(li => ({
+            seq: li.dataset.seq, role: li.dataset.role, final: li.dataset.final,
+            text: li.querySelector('.text')?.textContent ?? ''}))"""
+    )
+    return lines
+
+
+async def stored_messages(channel: grpc.aio.Channel, conversation_id: str, token: str) -> list[res.Message]:
+    stub = cs_grpc.ConversationServiceStub(channel)
+    reply = await stub.ListMessages(
+        cs.ListMessagesRequest(conversation_id=conversation_id, page_size=500),
+        metadata=bearer(token),
+        timeout=10,
+    )
+    return list(reply.messages)
+
+
+def final_turns(messages: list[res.Message], role: res.Role.ValueType) -> list[res.Message]:
+    return [m for m in messages if m.role == role and m.final and m.source == res.MESSAGE_SOURCE_TRANSCRIPT]
+
+
+async def wait_stored(
+    channel: grpc.aio.Channel,
+    conversation_id: str,
+    token: str,
+    done: Callable[[list[res.Message]], bool],
+    *,
+    within: float = 30.0,
+) -> list[res.Message]:
+    """Polls ListMessages until `done(messages)`; fails with what was stored."""
+    deadline = time.monotonic() + within
+    messages: list[res.Message] = []
+    while time.monotonic() < deadline:
+        messages = await stored_messages(channel, conversation_id, token)
+        if done(messages):
+            return messages
+        await asyncio.sleep(0.25)
+    stored = [(m.seq, res.Role.Name(m.role), m.final, m.text) for m in messages]
+    raise AssertionError(f"the transcript was not complete within {within:.0f} s; stored: {stored}")
+
+
+async def in_room(mesh: Mesh, conversation_id: str) -> list[lk_models.ParticipantInfo]:
+    """Who the LiveKit server has in the conversation's room, as its own API says."""
+    return await participants(mesh, room_name(conversation_id))
+
+
+async def participant(mesh: Mesh, conversation_id: str, identity: str) -> lk_models.ParticipantInfo | None:
+    for info in await in_room(mesh, conversation_id):
+        if info.identity == identity:
+            return info
+    return None
+
+
+def track(
+    info: lk_models.ParticipantInfo | None, source: lk_models.TrackSource
+) -> lk_models.TrackInfo | None:
+    if info is None:
+        return None
+    for published in info.tracks:
+        if published.source == source:
+            return published
+    return None
+
+
+async def until(probe: Callable[[], Awaitable[bool]], what: str, *, within: float = 15.0) -> None:
+    """Polls `probe` until it holds; fails naming `what`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await probe():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {within:.0f} s")
+
+
+async def delete_room(mesh: Mesh, conversation_id: str) -> None:
+    """Deletes the room on the LiveKit server, as an operator (or a bug) would, mid-call."""
+    client = lk_api.LiveKitAPI(mesh.livekit.http_url, mesh.livekit.api_key, mesh.livekit.api_secret)
+    try:
+        await client.room.delete_room(lk_api.DeleteRoomRequest(room=room_name(conversation_id)))
+    finally:
+        await client.aclose()
