@@ -9,6 +9,7 @@ from pathlib import Path
 
 from devrun.envoy_config import EdgeConfig
 from devrun.launch import child_env, start_envoy, start_grpc_service
+from devrun.mesh import MESH_EDGE_LIMITS
 from devrun.ports import free_port
 from devrun.processes import ManagedProcess
 from devrun.store import start_store
@@ -66,6 +67,8 @@ def running_mesh(workdir: Path) -> Iterator[BenchMesh]:
             agent_address=agent_addr,
             chat_address=None,
             access_log=False,
+            # The load generator is one address making thousands of calls a second.
+            limits=MESH_EDGE_LIMITS,
         )
         procs.append(start_envoy(edge, workdir / "envoy.json", workdir / "logs" / "envoy.log"))
         yield BenchMesh(

@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from devrun import edge_limits
+from devrun.edge_limits import EdgeLimits
+from servicekit.auth import EDGE_HEADER
+from servicekit.errors import ERROR_DOMAIN
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = ROOT / "envoy" / "syntera.pb"
 
@@ -72,6 +77,8 @@ class EdgeConfig:
         otlp_endpoint: OTLP/gRPC collector (`http://host:4317`, as OTEL_EXPORTER_OTLP_ENDPOINT) that
             receives Envoy's spans; None turns tracing off.
         health_check_interval_seconds: How often Envoy asks each upstream's gRPC health service.
+        limits: What one client can make the edge hold: body and header sizes, timeouts,
+            connections, request rate, Envoy's heap (`devrun.edge_limits`).
     """
 
     listen_host: str = "127.0.0.1"
@@ -87,6 +94,7 @@ class EdgeConfig:
     stats_port: int | None = None
     otlp_endpoint: str | None = None
     health_check_interval_seconds: float = 5.0
+    limits: EdgeLimits = EdgeLimits()
 
 
 def parse_origins(value: str) -> tuple[str, ...]:
@@ -110,12 +118,14 @@ def render_bootstrap(config: EdgeConfig) -> dict[str, Any]:
     clusters = [_with_upstream_health(c, config) for c in clusters] + _operations_clusters(config)
     return {
         "node": {"id": "syntera-edge", "cluster": "syntera-edge"},
-        "admin": {"address": _socket("127.0.0.1", config.admin_port)},
+        # Outside the connection limit, so it can still be read while clients hold every connection.
+        "admin": {"address": _socket("127.0.0.1", config.admin_port), "ignore_global_conn_limit": True},
         "static_resources": {
             "listeners": [_listener(config), *_operations_listeners(config)],
             "clusters": clusters,
         },
-        # No runtime layers or overload manager: the edge's behaviour is fully in this file.
+        "overload_manager": edge_limits.overload_manager(config.limits),
+        # No runtime layers: the edge's behaviour is fully in this file.
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
     }
 
@@ -175,10 +185,10 @@ def _listener(config: EdgeConfig) -> dict[str, Any]:
         ),
         "stat_prefix": "edge",
         "codec_type": "AUTO",
-        # Watch streams live for the length of a call: no overall request deadline, only an idle
-        # limit that the services' keep-alive messages reset.
+        # Watch streams live for the length of a call: no deadline on the response, only an idle
+        # limit that the services' keep-alive messages reset (the request itself must arrive
+        # within `limits.request_timeout_seconds`).
         "stream_idle_timeout": _duration(config.stream_idle_timeout_seconds),
-        "request_timeout": "0s",
         # Canonical paths before routing, so `//Svc//Method` or percent-encoded letters cannot slip
         # past the block on internal methods.
         "normalize_path": True,
@@ -200,13 +210,14 @@ def _listener(config: EdgeConfig) -> dict[str, Any]:
     if config.access_log:
         hcm["access_log"] = [_access_log()]
     hcm |= _correlation(config)
+    hcm |= edge_limits.connection_manager_limits(config.limits, hcm["http2_protocol_options"])
     return {
         "name": "edge",
         "address": _socket(config.listen_host, config.listen_port),
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
-    }
+    } | edge_limits.listener_limits(config.limits)
 
 
 # HTTP status of Envoy's own replies → the gRPC code a JSON client finds in the body.
@@ -215,6 +226,7 @@ _LOCAL_REPLY_CODES = {
     401: 16,
     403: 7,
     404: 5,
+    408: 4,
     413: 8,
     429: 8,
     431: 8,
@@ -223,14 +235,32 @@ _LOCAL_REPLY_CODES = {
     503: 14,
     504: 4,
 }
+# The edge refusing a request itself: the `ErrorInfo` reason a client can act on.
+_LOCAL_REPLY_REASONS = {
+    400: "MALFORMED_REQUEST",
+    408: "REQUEST_TIMEOUT",
+    413: "BODY_TOO_LARGE",
+    429: "RATE_LIMITED",
+    431: "HEADERS_TOO_LARGE",
+}
+# gRPC and gRPC-web clients of those replies: the code and message they get. By itself Envoy maps
+# these statuses to UNKNOWN (400 to INTERNAL), and the gRPC-web filter does so for every local reply.
+_GRPC_LOCAL_REPLIES = {
+    400: (3, "the request is malformed"),
+    408: (4, "the request did not arrive in time"),
+    413: (8, "the request is too large"),
+    431: (8, "the request headers are too large"),
+}
+_RPC_TYPES = "type.googleapis.com/google.rpc."
 
 
 def _local_reply_config() -> dict[str, Any]:
     """Envoy's own replies to REST clients (no upstream, unknown path, bad query) as JSON errors.
 
     Shaped like the `google.rpc.Status` bodies `convert_grpc_status` produces for the services'
-    errors, so an HTTP client parses one format. gRPC and gRPC-web clients are left alone: Envoy
-    gives them the status in grpc-status / grpc-message already.
+    errors, so an HTTP client parses one format; refusals of the request itself (malformed, too
+    large, too many) carry an `ErrorInfo`, and a malformed one a `BadRequest`. gRPC and gRPC-web
+    clients get the status in grpc-status / grpc-message, with a code that says what happened.
     """
     # A REST request: not gRPC by content type, or transcoded (the transcoder turns the request
     # into gRPC and keeps the REST path in x-envoy-original-path).
@@ -251,34 +281,112 @@ def _local_reply_config() -> dict[str, Any]:
             ]
         }
     }
-    mappers = [
-        {
-            "filter": {
-                "and_filter": {
+    mappers: list[dict[str, Any]] = []
+    for status, code in _LOCAL_REPLY_CODES.items():
+        if status == 400:
+            mappers += [
+                _rest_mapper(status, code, [rest_request, *where], field)
+                for field, where in _MALFORMED_LOCATIONS
+            ]
+        else:
+            mappers.append(_rest_mapper(status, code, [rest_request]))
+    mappers += [_grpc_mapper(status, code, text) for status, (code, text) in _GRPC_LOCAL_REPLIES.items()]
+    return {"mappers": mappers}
+
+
+def _header_is(name: str, match: dict[str, Any]) -> dict[str, Any]:
+    return {"header_filter": {"header": {"name": name, "string_match": match}}}
+
+
+# Where a request Envoy could not read went wrong, for the `BadRequest` field; the description is
+# Envoy's own explanation (the transcoder names the field or value it could not read). A query is
+# read first, before or after the transcoder rewrote the path; a request the transcoder took (it
+# keeps the REST path in x-envoy-original-path) then failed in its body; anything else Envoy
+# refused before transcoding is its path.
+_MALFORMED_LOCATIONS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
+    (
+        "query",
+        [
+            {
+                "or_filter": {
                     "filters": [
-                        {
-                            "status_code_filter": {
-                                "comparison": {
-                                    "op": "EQ",
-                                    "value": {
-                                        "default_value": status,
-                                        "runtime_key": f"edge.local_reply.{status}",
-                                    },
-                                }
-                            }
-                        },
-                        rest_request,
+                        _header_is(":path", {"contains": "?"}),
+                        _header_is("x-envoy-original-path", {"contains": "?"}),
                     ]
                 }
-            },
-            "body_format_override": {
-                "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"},
-                "content_type": "application/json",
-            },
+            }
+        ],
+    ),
+    ("body", [{"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}}]),
+    ("path", []),
+)
+
+
+def _status_is(status: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"edge.local_reply.{status}"},
+            }
         }
-        for status, code in _LOCAL_REPLY_CODES.items()
-    ]
-    return {"mappers": mappers}
+    }
+
+
+def _rest_mapper(
+    status: int, code: int, conditions: list[dict[str, Any]], field: str | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": "%LOCAL_REPLY_BODY%"}
+    reason = _LOCAL_REPLY_REASONS.get(status)
+    if reason is not None:
+        details: list[dict[str, Any]] = [
+            {"@type": f"{_RPC_TYPES}ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN, "metadata": {}}
+        ]
+        if field is not None:
+            body["message"] = f"the request is malformed ({field}): %LOCAL_REPLY_BODY%"
+            violation = {"field": field, "description": "%LOCAL_REPLY_BODY%"}
+            details.append({"@type": f"{_RPC_TYPES}BadRequest", "fieldViolations": [violation]})
+        body["details"] = details
+    return {
+        "filter": {"and_filter": {"filters": [_status_is(status), *conditions]}},
+        "body_format_override": {"json_format": body, "content_type": "application/json"},
+    }
+
+
+def _grpc_mapper(status: int, code: int, message: str) -> dict[str, Any]:
+    """A trailers-only gRPC answer (HTTP 200, no body) with `code`, for native gRPC and gRPC-web.
+
+    The gRPC-web filter passes such a reply through as it is; any other it rewrites, deriving the
+    code from the HTTP status. (The request's content type is `application/grpc` for both by then.)
+    """
+    grpc_request = {
+        "and_filter": {
+            "filters": [
+                _header_is("content-type", {"prefix": "application/grpc"}),
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "x-envoy-original-path",
+                            "present_match": True,
+                            "invert_match": True,
+                        }
+                    }
+                },
+            ]
+        }
+    }
+    return {
+        "filter": {"and_filter": {"filters": [_status_is(status), grpc_request]}},
+        "status_code": 200,
+        "headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in (("grpc-status", str(code)), ("grpc-message", message))
+        ],
+        "body_format_override": {
+            "text_format_source": {"inline_string": ""},
+            "content_type": "application/grpc",
+        },
+    }
 
 
 def _http_filters(config: EdgeConfig) -> list[dict[str, Any]]:
@@ -323,6 +431,8 @@ def _http_filters(config: EdgeConfig) -> list[dict[str, Any]]:
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"
             },
         },
+        # Rate and body limits: before the transcoder, which would otherwise read a body of any size.
+        *edge_limits.http_filters(),
         {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
         {
             "name": "envoy.filters.http.router",
@@ -357,6 +467,7 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
                     "max_stream_duration": {"grpc_timeout_header_max": "0s"},
                     "retry_policy": _SAFE_RETRY_POLICY,
                 },
+                "typed_per_filter_config": edge_limits.grpc_route_limits(service),
             }
         )
     # REST paths (anything not gRPC or gRPC-web). The CORS filter runs before the transcoder, so it
@@ -365,23 +476,20 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
     # and for the headers on actual responses. Nothing is forwarded by this route: the transcoder
     # rewrites known REST paths to gRPC paths and clears the route cache (so the routes above
     # decide, the internal-method block included), and it rejects unknown REST paths with 404.
-    routes.append(
+    # One route per body limit (see `edge_limits.rest_routes`).
+    routes += edge_limits.rest_routes(
         {
-            "name": "rest-before-transcoding",
-            "match": {
-                "prefix": "/",
-                "headers": [
-                    {
-                        "name": "content-type",
-                        "string_match": {"prefix": "application/grpc"},
-                        "invert_match": True,
-                        # Preflights and GETs carry no content-type; absent must count as "not gRPC".
-                        "treat_missing_header_as_empty": True,
-                    }
-                ],
-            },
-            "route": {"cluster": "agent_svc", "timeout": "0s"},
-        }
+            "headers": [
+                {
+                    "name": "content-type",
+                    "string_match": {"prefix": "application/grpc"},
+                    "invert_match": True,
+                    # Preflights and GETs carry no content-type; absent must count as "not gRPC".
+                    "treat_missing_header_as_empty": True,
+                }
+            ],
+        },
+        {"cluster": "agent_svc", "timeout": "0s"},
     )
     # Unknown gRPC methods (reflection and health included: they are for the mesh, not the edge).
     routes.append(
@@ -399,6 +507,7 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
         "expose_headers": ", ".join(CORS_EXPOSE_HEADERS),
         "max_age": "86400",
     }
+    host_limits = edge_limits.virtual_host_limits(config.limits)
     return {
         "name": "edge",
         "virtual_hosts": [
@@ -406,7 +515,16 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
                 "name": "syntera",
                 "domains": ["*"],
                 "routes": routes,
-                "typed_per_filter_config": {_CORS_FILTER: cors_policy},
+                "typed_per_filter_config": {_CORS_FILTER: cors_policy}
+                | host_limits["typed_per_filter_config"],
+                # Tells the services a call came through the edge, where service tokens are refused
+                # (servicekit's interceptor). Set by Envoy, whatever the client sent.
+                "request_headers_to_add": [
+                    {
+                        "header": {"key": EDGE_HEADER, "value": "1"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
             }
         ],
     }
@@ -653,6 +771,8 @@ def _operations_listeners(config: EdgeConfig) -> list[dict[str, Any]]:
         {
             "name": "operations",
             "address": _socket(config.listen_host, config.stats_port),
+            # Probes and scrapes must still get through while clients hold every edge connection.
+            "ignore_global_conn_limit": True,
             "filter_chains": [
                 {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
             ],

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from devrun.edge_limits import EdgeLimits
 from devrun.envoy_config import EdgeConfig
 from devrun.launch import ROOT, child_env, package_present, spawn_envoy, spawn_grpc_service
 from devrun.livekit_server import LiveKitKeys, LiveKitServerConfig, server_ready, spawn_server
@@ -36,6 +37,11 @@ ENVOY = "envoy"
 VOICE_WORKER = "voice_worker"
 
 LiveKitKind = Literal["server", "standin"]
+
+# The edge's limits for meshes: make run's, except the request rate. Tests and benchmarks drive the
+# edge from one address far faster than any person; tests of the rate limit start an Envoy of
+# their own.
+MESH_EDGE_LIMITS = EdgeLimits(rate_limit_per_second=5000, rate_limit_burst=10_000)
 
 
 class StoreLike(Protocol):
@@ -282,6 +288,7 @@ def start_mesh(
             chat_address=chat_addr,
             cors_allowed_origins=cors_allowed_origins,
             access_log=True,
+            limits=MESH_EDGE_LIMITS,
         )
     mesh = Mesh(
         agent_addr=agent_addr,

@@ -16,6 +16,9 @@ ALGORITHM = "HS256"
 SERVICE_ROLE = "service"
 # Tolerated clock difference between the minting and the verifying process.
 CLOCK_SKEW_SECONDS = 30
+# Set by the edge (Envoy) on every request it forwards, whatever the client sent: calls carrying it
+# came from outside, where only user tokens are accepted.
+EDGE_HEADER = "x-syntera-edge"
 
 
 @dataclass(frozen=True)

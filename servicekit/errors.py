@@ -9,6 +9,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# `google.rpc.ErrorInfo.domain` of every error the mesh reports, the services' and the edge's own.
+ERROR_DOMAIN = "syntera.dev"
+
 
 class ErrorKind(enum.Enum):
     """The class of failure; maps one-to-one onto a gRPC status code at the boundary."""

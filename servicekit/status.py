@@ -6,9 +6,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from servicekit.errors import DomainError, ErrorKind
+from servicekit.errors import ERROR_DOMAIN, DomainError, ErrorKind
 
-DOMAIN = "syntera.dev"
+DOMAIN = ERROR_DOMAIN
 
 # Error text may quote what the caller sent; clipping keeps the trailers far below gRPC's 8 KiB
 # metadata limit (past it the client sees RESOURCE_EXHAUSTED instead of our status).

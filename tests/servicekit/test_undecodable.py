@@ -89,7 +89,8 @@ async def test_a_string_that_is_not_utf8_is_invalid_argument_naming_it(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _violations(caught.value) == ["agent_id"]
     details = caught.value.details() or ""
-    assert "DecodeError" not in details and "Error parsing" not in details
+    assert "DecodeError" not in details
+    assert "Error parsing" not in details
 
 
 async def test_nested_and_repeated_fields_are_named_by_path(channel: grpc.aio.Channel) -> None:
