@@ -10,6 +10,8 @@ from google.protobuf import timestamp_pb2
 
 from agent_svc.agent_store import AgentDirectory
 from agent_svc.agents import AgentProfile, ProviderMode, VoiceSettings
+from agent_svc.replies import AgentReplies
+from agent_svc.reply_servicer import ReplyRpcs
 from servicekit import context
 from servicekit.errors import Violations
 from syntera.agent.v1 import agent_service_pb2 as pb
@@ -26,10 +28,11 @@ _MODE_IN = {
 _MODE_OUT = {mode: value for value, mode in _MODE_IN.items()}
 
 
-class AgentServicer(pb_grpc.AgentServiceServicer):
-    """Serves AgentService from `AgentDirectory`."""
+class AgentServicer(ReplyRpcs, pb_grpc.AgentServiceServicer):
+    """Serves AgentService: profiles from `AgentDirectory`, replies and summaries (`ReplyRpcs`)."""
 
-    def __init__(self, directory: AgentDirectory) -> None:
+    def __init__(self, directory: AgentDirectory, replies: AgentReplies) -> None:
+        super().__init__(replies)
         self._directory = directory
 
     async def CreateAgent(self, request: pb.CreateAgentRequest, _: Context) -> pb.CreateAgentResponse:

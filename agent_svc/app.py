@@ -22,6 +22,7 @@ from agent_svc.livekit_access import LiveKitAccess
 from agent_svc.livekit_gateway import LiveKitGateway
 from agent_svc.livekit_servicer import LiveKitServicer
 from agent_svc.ownership import ConversationAccess, UncheckedConversationAccess
+from agent_svc.replies import build_replies
 from agent_svc.settings import AgentSettings
 from agent_svc.tokens import TokenMinter, TokenPolicy
 from servicekit import logs, telemetry
@@ -110,7 +111,7 @@ async def create_server(
     )
     directory = AgentDirectory(mongo_client[settings.mongodb_database][COLLECTION])
     livekit_servicer = LiveKitServicer(LiveKitAccess(minter, gateway, conversations))
-    agent_servicer = AgentServicer(directory)
+    agent_servicer = AgentServicer(directory, build_replies(settings, directory, closers))
 
     def register_livekit(server: grpc.aio.Server) -> None:
         livekit_service_pb2_grpc.add_LiveKitServiceServicer_to_server(livekit_servicer, server)

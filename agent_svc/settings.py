@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
+from llmkit.settings import LanguageModelSettings
 from servicekit.settings import CommonSettings
 
 DEV_LIVEKIT_URL = "ws://localhost:7880"
@@ -19,8 +20,12 @@ DEV_LIVEKIT_API_SECRET = "secret"  # noqa: S105 - the public default of `livekit
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-class AgentSettings(CommonSettings):
-    """Settings of agent_svc (env names are part of the run contract; see .env.example)."""
+class AgentSettings(CommonSettings, LanguageModelSettings):
+    """Settings of agent_svc (env names are part of the run contract; see .env.example).
+
+    The language-model settings (`LanguageModelSettings`) are the voice worker's: text replies and
+    summaries use the model a call would use.
+    """
 
     host: str = Field(default="127.0.0.1", validation_alias="AGENT_SVC_HOST")
     port: int = Field(default=50051, ge=0, le=65535, validation_alias="AGENT_SVC_PORT")
@@ -52,6 +57,14 @@ class AgentSettings(CommonSettings):
     )
     livekit_api_timeout_seconds: float = Field(
         default=5.0, gt=0, le=60, validation_alias="LIVEKIT_API_TIMEOUT_SECONDS"
+    )
+
+    # Text replies and summaries (GenerateReply, GenerateSummary).
+    reply_stall_seconds: float = Field(
+        default=15.0, gt=0, le=300, validation_alias="LLM_STALL_TIMEOUT_SECONDS"
+    )
+    reply_timeout_seconds: float = Field(
+        default=120.0, gt=0, le=3600, validation_alias="AGENT_SVC_REPLY_TIMEOUT_SECONDS"
     )
 
     chat_svc_address: str = Field(default="", validation_alias="CHAT_SVC_ADDRESS")

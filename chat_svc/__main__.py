@@ -11,6 +11,7 @@ from pymongo.errors import PyMongoError
 from chat_svc.agent_client import AgentServiceClient
 from chat_svc.app import create_server
 from chat_svc.changefeed import Disruptions
+from chat_svc.reply_client import AgentWriterClient
 from chat_svc.settings import ChatSettings
 from chat_svc.store import open_client
 from servicekit import logs, telemetry
@@ -27,6 +28,12 @@ async def _run(settings: ChatSettings) -> None:
     calls = AgentServiceClient.connect(
         settings.agent_svc_address, settings.jwt_secret, settings.agent_svc_timeout_seconds
     )
+    writer = AgentWriterClient.connect(
+        settings.agent_svc_address,
+        settings.jwt_secret,
+        settings.reply_timeout_seconds,
+        settings.summary_timeout_seconds,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -35,7 +42,7 @@ async def _run(settings: ChatSettings) -> None:
         # Health turns SERVING only once the store answers and the indexes exist.
         while True:
             try:
-                running = await create_server(settings, database, calls, disruptions)
+                running = await create_server(settings, database, calls, disruptions, writer)
                 break
             except PyMongoError as exc:
                 log.warning("store not reachable yet; retrying", error_type=type(exc).__name__)
@@ -56,6 +63,7 @@ async def _run(settings: ChatSettings) -> None:
         await running.stop(settings.shutdown_grace_seconds)
         log.info("server stopped")
     finally:
+        await writer.close()
         await calls.close()
         await client.close()
 

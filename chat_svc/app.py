@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import structlog
@@ -11,6 +12,7 @@ from chat_svc.calls import CallSetup
 from chat_svc.changefeed import ChangeFeed, Disruptions
 from chat_svc.conversations import Conversations
 from chat_svc.messages import MessageLog
+from chat_svc.replies import AgentWriter, Replies, ReplySettings
 from chat_svc.servicer import ConversationServicer
 from chat_svc.settings import ChatSettings
 from chat_svc.store import Collections, Document, ensure_indexes
@@ -29,13 +31,17 @@ class ChatServer(RunningServer):
     """The running server plus the change feeds its watch streams depend on."""
 
     feeds: tuple[ChangeFeed, ...] = ()
+    replies: Replies | None = None
 
     async def stop(self, grace_seconds: float) -> None:
-        """NOT_SERVING, end every watch stream cleanly, then drain unary calls and stop."""
+        """NOT_SERVING, end every watch stream cleanly, then drain unary calls and replies, and stop."""
         await self.set_serving(False)
         for feed in self.feeds:
             await feed.close()
-        await self.server.stop(grace_seconds)
+        if self.replies is None:
+            await self.server.stop(grace_seconds)
+            return
+        await asyncio.gather(self.server.stop(grace_seconds), self.replies.close(grace_seconds))
 
 
 async def create_server(
@@ -43,6 +49,7 @@ async def create_server(
     database: AsyncDatabase[Document],
     calls: CallSetup,
     disruptions: Disruptions | None = None,
+    writer: AgentWriter | None = None,
 ) -> ChatServer:
     """Ensures indexes, starts the change feeds and the server (health NOT_SERVING until marked).
 
@@ -52,6 +59,7 @@ async def create_server(
         calls: agent_svc, or a stand-in in tests.
         disruptions: The connection-pool listener registered on the database's client, so feeds
             resync watchers after the driver reconnects; None when the client has none.
+        writer: agent_svc's reply RPCs; None leaves typed messages unanswered (tests of other parts).
     """
     collections = Collections.of(database)
     await ensure_indexes(collections)
@@ -72,6 +80,9 @@ async def create_server(
     messages = MessageLog(
         collections, conversations, settings.messages_page_size, settings.messages_page_size_max
     )
+    replies = Replies(collections, conversations, messages, writer, reply_settings(settings))
+    await replies.ensure_indexes()
+    messages.on_sent(replies.on_message)
     servicer = ConversationServicer(
         conversations,
         messages,
@@ -84,6 +95,7 @@ async def create_server(
             settings.watch_keepalive_seconds,
             settings.mongodb_timeout_seconds,
         ),
+        replies,
     )
     running = await start_server(
         host=settings.host,
@@ -98,10 +110,23 @@ async def create_server(
     )
     messages_feed.start()
     conversations_feed.start()
+    replies.start(conversations_feed)
     return ChatServer(
         server=running.server,
         port=running.port,
         health=running.health,
         service_names=running.service_names,
         feeds=(messages_feed, conversations_feed),
+        replies=replies,
+    )
+
+
+def reply_settings(settings: ChatSettings) -> ReplySettings:
+    return ReplySettings(
+        reply_timeout=settings.reply_timeout_seconds,
+        update_interval=settings.reply_update_interval_seconds,
+        history_max_messages=settings.reply_history_max_messages,
+        history_max_chars=settings.reply_history_max_chars,
+        summary_timeout=settings.summary_timeout_seconds,
+        summary_delay=settings.summary_delay_seconds,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from chat_svc.records import Channel, Conversation, JoinGrant, Message, Role, Source, Status
+from chat_svc.reply_mapping import reply_to_pb, summary_to_pb
 from chat_svc.transcripts import RawTime, SegmentInput
 from syntera.conversation.v1 import resources_pb2 as pb
 
@@ -61,6 +62,8 @@ def conversation_to_pb(conversation: Conversation) -> pb.Conversation:
         out.end_time.CopyFrom(_timestamp(conversation.end_time_us))
     if conversation.duration_us is not None:
         out.duration.CopyFrom(_duration(conversation.duration_us))
+    if conversation.summary is not None:
+        out.summary.CopyFrom(summary_to_pb(conversation.summary))
     return out
 
 
@@ -96,6 +99,8 @@ def message_to_pb(message: Message) -> pb.Message:
         out.start_time.CopyFrom(_timestamp(message.start_time_us))
     if message.end_time_us is not None:
         out.end_time.CopyFrom(_timestamp(message.end_time_us))
+    if message.reply is not None:
+        out.reply.CopyFrom(reply_to_pb(message.reply))
     metrics = message.metrics
     if metrics.end_of_turn_delay_us is not None:
         out.metrics.end_of_turn_delay.CopyFrom(_duration(metrics.end_of_turn_delay_us))

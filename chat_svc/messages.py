@@ -8,7 +8,7 @@ and the loser retries with the next one. Messages are never deleted, so seqs sta
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat_svc import paging
 from chat_svc.conversations import Conversations
-from chat_svc.records import Message, Role, Source, Status, now_us
+from chat_svc.records import Conversation, Message, Role, Source, Status, now_us
 from chat_svc.store import Collections, Document, message_from_doc, store_errors
 from chat_svc.validation import MESSAGE_TEXT_MAX, check_id, check_page_size, check_request_id, is_blank
 from servicekit.auth import Principal
@@ -29,6 +29,10 @@ log = structlog.get_logger("chat_svc.messages")
 _MAX_SEQ_ATTEMPTS = 64
 # Conversations whose next seq this process remembers (bounded; forgetting only costs a read).
 _SEQ_HINTS_MAX = 10_000
+
+# Told about every sent message, new (True) or a retry's stored one (False), before SendMessage
+# answers: the agent's reply starts here (chat_svc.replies). Must not raise.
+SentListener = Callable[[Principal, Conversation, Message, bool], Awaitable[None]]
 
 
 class MessageLog:
@@ -45,6 +49,11 @@ class MessageLog:
         # but never run ahead of the stored messages, so trying it first cannot make a gap; a lagging
         # hint just fails on the unique index and falls back to reading the highest seq.
         self._seq_hints: dict[str, int] = {}
+        self._listeners: list[SentListener] = []
+
+    def on_sent(self, listener: SentListener) -> None:
+        """Calls `listener` after every SendMessage has stored (or found) its message."""
+        self._listeners.append(listener)
 
     async def append(
         self, conversation_id: str, build: Callable[[int], Document], unique_key: tuple[str, str] | None
@@ -101,7 +110,10 @@ class MessageLog:
         if request_id:
             existing = await self.find_by(conversation_id, "request_id", request_id)
             if existing is not None:
-                return message_from_doc(existing)
+                stored = message_from_doc(existing)
+                for listener in self._listeners:
+                    await listener(principal, conversation, stored, False)
+                return stored
         if conversation.status is Status.ENDED:
             raise failed_precondition("the conversation has ended", "CONVERSATION_ENDED")
         if conversation.status is Status.FAILED:
@@ -136,7 +148,10 @@ class MessageLog:
         )
         if created:
             log.info("message stored", conversation_id=conversation_id, seq=doc["seq"], chars=len(text))
-        return message_from_doc(doc)
+        message = message_from_doc(doc)
+        for listener in self._listeners:
+            await listener(principal, conversation, message, created)
+        return message
 
     async def list(
         self, principal: Principal, conversation_id: str, page_size: int, page_token: str, after_seq: int

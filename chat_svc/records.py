@@ -10,6 +10,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from chat_svc.reply_records import Reply, Summary
+
 
 def now_us() -> int:
     """The current UTC time in microseconds since the epoch."""
@@ -76,6 +78,7 @@ class Conversation:
     duration_us: int | None = None
     request_id: str | None = None
     last_seq: int = 0
+    summary: Summary | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Message:
     language: str = ""
     confidence: float = 0.0
     metrics: TurnMetrics = field(default_factory=TurnMetrics)
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import grpc
 from chat_svc import mapping
 from chat_svc.conversations import Conversations, CreateInput
 from chat_svc.messages import MessageLog
+from chat_svc.replies import Replies
 from chat_svc.transcripts import Transcripts
 from chat_svc.watch import ConversationCreated, ConversationEnded, KeepAlive, MessageChanged, Watchers
 from servicekit.context import current_principal
@@ -23,12 +24,18 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
     """Maps requests onto the domain objects and their results back onto responses."""
 
     def __init__(
-        self, conversations: Conversations, messages: MessageLog, transcripts: Transcripts, watchers: Watchers
+        self,
+        conversations: Conversations,
+        messages: MessageLog,
+        transcripts: Transcripts,
+        watchers: Watchers,
+        replies: Replies,
     ) -> None:
         self._conversations = conversations
         self._messages = messages
         self._transcripts = transcripts
         self._watchers = watchers
+        self._replies = replies
 
     async def CreateConversation(  # noqa: N802 - gRPC method name
         self, request: api.CreateConversationRequest, context: Context
@@ -78,6 +85,12 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             current_principal(), request.conversation_id, request.text, request.request_id
         )
         return api.SendMessageResponse(message=mapping.message_to_pb(message))
+
+    async def RetryReply(  # noqa: N802
+        self, request: api.RetryReplyRequest, context: Context
+    ) -> api.RetryReplyResponse:
+        message = await self._replies.retry(current_principal(), request.conversation_id, request.message_id)
+        return api.RetryReplyResponse(message=mapping.message_to_pb(message))
 
     async def ListMessages(  # noqa: N802
         self, request: api.ListMessagesRequest, context: Context

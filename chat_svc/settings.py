@@ -34,4 +34,19 @@ class ChatSettings(CommonSettings):
         default=100, ge=1, le=1000, validation_alias="CONVERSATIONS_PAGE_SIZE_MAX"
     )
     messages_page_size: int = Field(default=100, ge=1, le=500, validation_alias="MESSAGES_PAGE_SIZE")
+    # The agent's replies in TEXT conversations and the summaries of calls (chat_svc.replies).
+    reply_timeout_seconds: float = Field(default=60.0, gt=0, le=600, validation_alias="REPLY_TIMEOUT_SECONDS")
+    reply_update_interval_seconds: float = Field(
+        default=0.1, ge=0, le=5, validation_alias="REPLY_UPDATE_INTERVAL_SECONDS"
+    )
+    reply_history_max_messages: int = Field(
+        default=20, ge=1, le=100, validation_alias="REPLY_HISTORY_MAX_MESSAGES"
+    )
+    reply_history_max_chars: int = Field(
+        default=12_000, ge=100, le=60_000, validation_alias="REPLY_HISTORY_MAX_CHARS"
+    )
+    summary_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=600, validation_alias="SUMMARY_TIMEOUT_SECONDS"
+    )
+    summary_delay_seconds: float = Field(default=2.0, ge=0, le=60, validation_alias="SUMMARY_DELAY_SECONDS")
     messages_page_size_max: int = Field(default=500, ge=1, le=5000, validation_alias="MESSAGES_PAGE_SIZE_MAX")

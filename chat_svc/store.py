@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from chat_svc.records import Channel, Conversation, Message, Role, Source, Status, TurnMetrics
+from chat_svc.reply_records import reply_from_doc, reply_to_doc, summary_from_doc
 from servicekit.errors import DomainError, ErrorKind
 
 log = structlog.get_logger("chat_svc.store")
@@ -139,6 +140,7 @@ def conversation_from_doc(doc: Mapping[str, Any], last_seq: int | None = None) -
         duration_us=_opt_int(doc.get("duration")),
         request_id=doc.get("request_id"),
         last_seq=int(last_seq if last_seq is not None else doc.get("last_seq", 0)),
+        summary=summary_from_doc(doc.get("summary")),
     )
 
 
@@ -175,6 +177,8 @@ def message_to_doc(message: Message) -> Document:
         doc["segment_id"] = message.segment_id
     if message.request_id is not None:
         doc["request_id"] = message.request_id
+    if message.reply is not None:
+        doc["reply"] = reply_to_doc(message.reply)
     return doc
 
 
@@ -199,6 +203,7 @@ def message_from_doc(doc: Mapping[str, Any]) -> Message:
         end_time_us=_opt_int(doc.get("end_time")),
         language=str(doc.get("language") or ""),
         confidence=float(doc.get("confidence") or 0.0),
+        reply=reply_from_doc(doc.get("reply")),
         metrics=TurnMetrics(
             end_of_turn_delay_us=_opt_int(metrics.get("end_of_turn_delay")),
             llm_time_to_first_token_us=_opt_int(metrics.get("llm_time_to_first_token")),

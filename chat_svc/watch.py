@@ -40,8 +40,12 @@ def message_keys(doc: dict[str, Any]) -> list[str]:
     return [str(doc.get("conversation_id", ""))]
 
 
+# Every conversation change, for subscribers that follow them all (summaries of ended calls).
+ALL_CONVERSATIONS_KEY = "conversations"
+
+
 def conversation_keys(doc: dict[str, Any]) -> list[str]:
-    return [f"conversation:{doc.get('_id')}", f"user:{doc.get('user_id')}"]
+    return [f"conversation:{doc.get('_id')}", f"user:{doc.get('user_id')}", ALL_CONVERSATIONS_KEY]
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,12 @@ AGENT_SERVICE = "syntera.agent.v1.AgentService"
 CONVERSATION_SERVICE = "syntera.conversation.v1.ConversationService"
 
 # Internal RPCs: only other services call them, directly on the mesh network, never through the edge.
-INTERNAL_METHODS = (f"/{CONVERSATION_SERVICE}/ReportTranscript",)
+INTERNAL_METHODS = (
+    f"/{CONVERSATION_SERVICE}/ReportTranscript",
+    # The agent's replies and summaries cost model time: chat_svc asks for them, users never do.
+    f"/{AGENT_SERVICE}/GenerateReply",
+    f"/{AGENT_SERVICE}/GenerateSummary",
+)
 
 CORS_ALLOW_HEADERS = (
     "authorization",

@@ -44,6 +44,9 @@ def open_channel(target: str) -> grpc.aio.Channel:
             ("grpc.service_config", json.dumps(_RETRY_SERVICE_CONFIG)),
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 30_000),
+            # After the peer was away, reconnect attempts back off up to this (gRPC's default is
+            # 120 s): a service that comes back is called again within seconds, not minutes.
+            ("grpc.max_reconnect_backoff_ms", 5_000),
         ],
     )
 

@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from syntera.agent.v1 import resources_pb2 as syntera_dot_agent_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$syntera/agent/v1/agent_service.proto\x12\x10syntera.agent.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a syntera/agent/v1/resources.proto\"\\\n\x12\x43reateAgentRequest\x12,\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.AgentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"=\n\x13\x43reateAgentResponse\x12&\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.Agent\")\n\x0fGetAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x10GetAgentResponse\x12&\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.Agent\"F\n\x11ListAgentsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"V\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.syntera.agent.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12UpdateAgentRequest\x12,\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.AgentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"=\n\x13UpdateAgentResponse\x12&\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.Agent2\xed\x03\n\x0c\x41gentService\x12u\n\x0b\x43reateAgent\x12$.syntera.agent.v1.CreateAgentRequest\x1a%.syntera.agent.v1.CreateAgentResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/agents:\x05\x61gent\x12p\n\x08GetAgent\x12!.syntera.agent.v1.GetAgentRequest\x1a\".syntera.agent.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}\x12k\n\nListAgents\x12#.syntera.agent.v1.ListAgentsRequest\x1a$.syntera.agent.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12\x86\x01\n\x0bUpdateAgent\x12$.syntera.agent.v1.UpdateAgentRequest\x1a%.syntera.agent.v1.UpdateAgentResponse\"*\x82\xd3\xe4\x93\x02$2\x1b/v1/agents/{agent.agent_id}:\x05\x61gentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$syntera/agent/v1/agent_service.proto\x12\x10syntera.agent.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a syntera/agent/v1/resources.proto\"\\\n\x12\x43reateAgentRequest\x12,\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.AgentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"=\n\x13\x43reateAgentResponse\x12&\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.Agent\")\n\x0fGetAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x10GetAgentResponse\x12&\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.Agent\"F\n\x11ListAgentsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"V\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.syntera.agent.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12UpdateAgentRequest\x12,\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.AgentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"=\n\x13UpdateAgentResponse\x12&\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x17.syntera.agent.v1.Agent\"\x86\x01\n\x14GenerateReplyRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x05turns\x18\x02 \x03(\x0b\x32\".syntera.agent.v1.ConversationTurnB\x04\xe2\x41\x01\x02\x12\x1d\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"[\n\x15GenerateReplyResponse\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12.\n\tgenerator\x18\x02 \x01(\x0b\x32\x1b.syntera.agent.v1.Generator\"\x88\x01\n\x16GenerateSummaryRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x05turns\x18\x02 \x03(\x0b\x32\".syntera.agent.v1.ConversationTurnB\x04\xe2\x41\x01\x02\x12\x1d\n\x0f\x63onversation_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x84\x01\n\x17GenerateSummaryResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.syntera.agent.v1.SummaryKind\x12.\n\tgenerator\x18\x03 \x01(\x0b\x32\x1b.syntera.agent.v1.Generator2\x9d\x06\n\x0c\x41gentService\x12u\n\x0b\x43reateAgent\x12$.syntera.agent.v1.CreateAgentRequest\x1a%.syntera.agent.v1.CreateAgentResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/agents:\x05\x61gent\x12p\n\x08GetAgent\x12!.syntera.agent.v1.GetAgentRequest\x1a\".syntera.agent.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}\x12k\n\nListAgents\x12#.syntera.agent.v1.ListAgentsRequest\x1a$.syntera.agent.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12\x86\x01\n\x0bUpdateAgent\x12$.syntera.agent.v1.UpdateAgentRequest\x1a%.syntera.agent.v1.UpdateAgentResponse\"*\x82\xd3\xe4\x93\x02$2\x1b/v1/agents/{agent.agent_id}:\x05\x61gent\x12\x92\x01\n\rGenerateReply\x12&.syntera.agent.v1.GenerateReplyRequest\x1a\'.syntera.agent.v1.GenerateReplyResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/agents/{agent_id}:generateReply:\x01*0\x01\x12\x98\x01\n\x0fGenerateSummary\x12(.syntera.agent.v1.GenerateSummaryRequest\x1a).syntera.agent.v1.GenerateSummaryResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/agents/{agent_id}:generateSummary:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEAGENTREQUEST'].fields_by_name['agent']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEAGENTREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEAGENTREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
+  _globals['_GENERATEREPLYREQUEST'].fields_by_name['agent_id']._loaded_options = None
+  _globals['_GENERATEREPLYREQUEST'].fields_by_name['agent_id']._serialized_options = b'\342A\001\002'
+  _globals['_GENERATEREPLYREQUEST'].fields_by_name['turns']._loaded_options = None
+  _globals['_GENERATEREPLYREQUEST'].fields_by_name['turns']._serialized_options = b'\342A\001\002'
+  _globals['_GENERATEREPLYREQUEST'].fields_by_name['conversation_id']._loaded_options = None
+  _globals['_GENERATEREPLYREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\001'
+  _globals['_GENERATESUMMARYREQUEST'].fields_by_name['agent_id']._loaded_options = None
+  _globals['_GENERATESUMMARYREQUEST'].fields_by_name['agent_id']._serialized_options = b'\342A\001\002'
+  _globals['_GENERATESUMMARYREQUEST'].fields_by_name['turns']._loaded_options = None
+  _globals['_GENERATESUMMARYREQUEST'].fields_by_name['turns']._serialized_options = b'\342A\001\002'
+  _globals['_GENERATESUMMARYREQUEST'].fields_by_name['conversation_id']._loaded_options = None
+  _globals['_GENERATESUMMARYREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\342A\001\001'
   _globals['_AGENTSERVICE'].methods_by_name['CreateAgent']._loaded_options = None
   _globals['_AGENTSERVICE'].methods_by_name['CreateAgent']._serialized_options = b'\202\323\344\223\002\023\"\n/v1/agents:\005agent'
   _globals['_AGENTSERVICE'].methods_by_name['GetAgent']._loaded_options = None
@@ -57,6 +69,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSERVICE'].methods_by_name['ListAgents']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/agents'
   _globals['_AGENTSERVICE'].methods_by_name['UpdateAgent']._loaded_options = None
   _globals['_AGENTSERVICE'].methods_by_name['UpdateAgent']._serialized_options = b'\202\323\344\223\002$2\033/v1/agents/{agent.agent_id}:\005agent'
+  _globals['_AGENTSERVICE'].methods_by_name['GenerateReply']._loaded_options = None
+  _globals['_AGENTSERVICE'].methods_by_name['GenerateReply']._serialized_options = b'\202\323\344\223\002(\"#/v1/agents/{agent_id}:generateReply:\001*'
+  _globals['_AGENTSERVICE'].methods_by_name['GenerateSummary']._loaded_options = None
+  _globals['_AGENTSERVICE'].methods_by_name['GenerateSummary']._serialized_options = b'\202\323\344\223\002*\"%/v1/agents/{agent_id}:generateSummary:\001*'
   _globals['_CREATEAGENTREQUEST']._serialized_start=189
   _globals['_CREATEAGENTREQUEST']._serialized_end=281
   _globals['_CREATEAGENTRESPONSE']._serialized_start=283
@@ -73,6 +89,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEAGENTREQUEST']._serialized_end=730
   _globals['_UPDATEAGENTRESPONSE']._serialized_start=732
   _globals['_UPDATEAGENTRESPONSE']._serialized_end=793
-  _globals['_AGENTSERVICE']._serialized_start=796
-  _globals['_AGENTSERVICE']._serialized_end=1289
+  _globals['_GENERATEREPLYREQUEST']._serialized_start=796
+  _globals['_GENERATEREPLYREQUEST']._serialized_end=930
+  _globals['_GENERATEREPLYRESPONSE']._serialized_start=932
+  _globals['_GENERATEREPLYRESPONSE']._serialized_end=1023
+  _globals['_GENERATESUMMARYREQUEST']._serialized_start=1026
+  _globals['_GENERATESUMMARYREQUEST']._serialized_end=1162
+  _globals['_GENERATESUMMARYRESPONSE']._serialized_start=1165
+  _globals['_GENERATESUMMARYRESPONSE']._serialized_end=1297
+  _globals['_AGENTSERVICE']._serialized_start=1300
+  _globals['_AGENTSERVICE']._serialized_end=2097
 # @@protoc_insertion_point(module_scope)

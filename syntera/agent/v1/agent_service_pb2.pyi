@@ -225,3 +225,135 @@ class UpdateAgentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateAgentResponse: _TypeAlias = UpdateAgentResponse  # noqa: Y015
+
+@_typing.final
+class GenerateReplyRequest(_message.Message):
+    """Request for `GenerateReply`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    TURNS_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """Required. The agent profile that answers."""
+    conversation_id: _builtins.str
+    """Optional. The conversation the reply is for; only written to logs."""
+    @_builtins.property
+    def turns(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ConversationTurn]:
+        """Required. The conversation's most recent turns, oldest first, ending with the user turn to
+        answer: 1 to 100 turns of at most 20000 characters, at most 60000 characters in all.
+        """
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        turns: _abc.Iterable[_resources_pb2.ConversationTurn] | None = ...,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "turns", b"turns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateReplyRequest: _TypeAlias = GenerateReplyRequest  # noqa: Y015
+
+@_typing.final
+class GenerateReplyResponse(_message.Message):
+    """One response of `GenerateReply`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_DELTA_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    text_delta: _builtins.str
+    """The next piece of the reply's text; the reply is the pieces joined in order. Empty in the first
+    response, which is sent as soon as the generator is chosen.
+    """
+    @_builtins.property
+    def generator(self) -> _resources_pb2.Generator:
+        """What produces the reply; set in the first response only."""
+
+    def __init__(
+        self,
+        *,
+        text_delta: _builtins.str = ...,
+        generator: _resources_pb2.Generator | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "text_delta", b"text_delta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateReplyResponse: _TypeAlias = GenerateReplyResponse  # noqa: Y015
+
+@_typing.final
+class GenerateSummaryRequest(_message.Message):
+    """Request for `GenerateSummary`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    TURNS_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """Required. The agent profile whose model summarizes (and whose name the summary uses)."""
+    conversation_id: _builtins.str
+    """Optional. The conversation the summary is for; only written to logs."""
+    @_builtins.property
+    def turns(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ConversationTurn]:
+        """Required. The transcript, oldest first: 1 to 500 turns of at most 20000 characters, at most
+        100000 characters in all (callers keep the most recent).
+        """
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        turns: _abc.Iterable[_resources_pb2.ConversationTurn] | None = ...,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "conversation_id", b"conversation_id", "turns", b"turns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateSummaryRequest: _TypeAlias = GenerateSummaryRequest  # noqa: Y015
+
+@_typing.final
+class GenerateSummaryResponse(_message.Message):
+    """Response of `GenerateSummary`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The summary (ABSTRACT) or the extract (EXTRACT), in plain text."""
+    kind: _resources_pb2.SummaryKind.ValueType
+    """ABSTRACT when a language model wrote it; EXTRACT when the scripted responder quoted the
+    transcript (nothing paraphrased, nothing invented).
+    """
+    @_builtins.property
+    def generator(self) -> _resources_pb2.Generator:
+        """What produced it."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        kind: _resources_pb2.SummaryKind.ValueType = ...,
+        generator: _resources_pb2.Generator | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "kind", b"kind", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateSummaryResponse: _TypeAlias = GenerateSummaryResponse  # noqa: Y015

@@ -57,6 +57,16 @@ class AgentServiceStub:
                 request_serializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.UpdateAgentRequest.SerializeToString,
                 response_deserializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.UpdateAgentResponse.FromString,
                 _registered_method=True)
+        self.GenerateReply = channel.unary_stream(
+                '/syntera.agent.v1.AgentService/GenerateReply',
+                request_serializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateReplyRequest.SerializeToString,
+                response_deserializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateReplyResponse.FromString,
+                _registered_method=True)
+        self.GenerateSummary = channel.unary_unary(
+                '/syntera.agent.v1.AgentService/GenerateSummary',
+                request_serializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateSummaryRequest.SerializeToString,
+                response_deserializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -93,6 +103,31 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateReply(self, request, context):
+        """Streams the agent's reply to a conversation's latest user turn: the reply's text in pieces as
+        it is produced, by the profile's language model (LiveKit Inference, an OpenAI-compatible
+        endpoint) or by the scripted offline responder, which the first response says. Service callers
+        only (chat_svc); not reachable through the public edge. Nothing is stored: every call produces
+        a new reply. Fails with UNAVAILABLE (reason `LLM_UNAVAILABLE` or `LLM_TIMEOUT`: no piece within
+        the stall bound, or the call's deadline passed) or FAILED_PRECONDITION (`LLM_FAILED`: the model
+        refused the request or broke the stream; `LLM_EMPTY_REPLY`; `PROVIDER_CHOICE`: the profile asks
+        for a model this deployment cannot run). A stream that fails after some pieces leaves the reply
+        incomplete; the caller decides what to keep.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateSummary(self, request, context):
+        """Summarizes a conversation's transcript in a few sentences, with the same generators and errors
+        as `GenerateReply`. The scripted offline responder does not summarize: it returns an extract of
+        what was said, and `kind` says so. Service callers only (chat_svc); not reachable through the
+        public edge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +150,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.UpdateAgent,
                     request_deserializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.UpdateAgentRequest.FromString,
                     response_serializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.UpdateAgentResponse.SerializeToString,
+            ),
+            'GenerateReply': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateReply,
+                    request_deserializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateReplyRequest.FromString,
+                    response_serializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateReplyResponse.SerializeToString,
+            ),
+            'GenerateSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateSummary,
+                    request_deserializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateSummaryRequest.FromString,
+                    response_serializer=syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +273,60 @@ class AgentService:
             '/syntera.agent.v1.AgentService/UpdateAgent',
             syntera_dot_agent_dot_v1_dot_agent__service__pb2.UpdateAgentRequest.SerializeToString,
             syntera_dot_agent_dot_v1_dot_agent__service__pb2.UpdateAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateReply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/syntera.agent.v1.AgentService/GenerateReply',
+            syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateReplyRequest.SerializeToString,
+            syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateReplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/syntera.agent.v1.AgentService/GenerateSummary',
+            syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateSummaryRequest.SerializeToString,
+            syntera_dot_agent_dot_v1_dot_agent__service__pb2.GenerateSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,23 @@ class AgentServiceStub:
     """Lists agent profiles, by name."""
     UpdateAgent: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.UpdateAgentRequest, _agent_service_pb2.UpdateAgentResponse]
     """Updates the fields of an agent profile named in `update_mask`."""
+    GenerateReply: _grpc.UnaryStreamMultiCallable[_agent_service_pb2.GenerateReplyRequest, _agent_service_pb2.GenerateReplyResponse]
+    """Streams the agent's reply to a conversation's latest user turn: the reply's text in pieces as
+    it is produced, by the profile's language model (LiveKit Inference, an OpenAI-compatible
+    endpoint) or by the scripted offline responder, which the first response says. Service callers
+    only (chat_svc); not reachable through the public edge. Nothing is stored: every call produces
+    a new reply. Fails with UNAVAILABLE (reason `LLM_UNAVAILABLE` or `LLM_TIMEOUT`: no piece within
+    the stall bound, or the call's deadline passed) or FAILED_PRECONDITION (`LLM_FAILED`: the model
+    refused the request or broke the stream; `LLM_EMPTY_REPLY`; `PROVIDER_CHOICE`: the profile asks
+    for a model this deployment cannot run). A stream that fails after some pieces leaves the reply
+    incomplete; the caller decides what to keep.
+    """
+    GenerateSummary: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.GenerateSummaryRequest, _agent_service_pb2.GenerateSummaryResponse]
+    """Summarizes a conversation's transcript in a few sentences, with the same generators and errors
+    as `GenerateReply`. The scripted offline responder does not summarize: it returns an extract of
+    what was said, and `kind` says so. Service callers only (chat_svc); not reachable through the
+    public edge.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -61,6 +78,23 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Lists agent profiles, by name."""
     UpdateAgent: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.UpdateAgentRequest, _agent_service_pb2.UpdateAgentResponse]  # type: ignore[assignment]
     """Updates the fields of an agent profile named in `update_mask`."""
+    GenerateReply: _aio.UnaryStreamMultiCallable[_agent_service_pb2.GenerateReplyRequest, _agent_service_pb2.GenerateReplyResponse]  # type: ignore[assignment]
+    """Streams the agent's reply to a conversation's latest user turn: the reply's text in pieces as
+    it is produced, by the profile's language model (LiveKit Inference, an OpenAI-compatible
+    endpoint) or by the scripted offline responder, which the first response says. Service callers
+    only (chat_svc); not reachable through the public edge. Nothing is stored: every call produces
+    a new reply. Fails with UNAVAILABLE (reason `LLM_UNAVAILABLE` or `LLM_TIMEOUT`: no piece within
+    the stall bound, or the call's deadline passed) or FAILED_PRECONDITION (`LLM_FAILED`: the model
+    refused the request or broke the stream; `LLM_EMPTY_REPLY`; `PROVIDER_CHOICE`: the profile asks
+    for a model this deployment cannot run). A stream that fails after some pieces leaves the reply
+    incomplete; the caller decides what to keep.
+    """
+    GenerateSummary: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.GenerateSummaryRequest, _agent_service_pb2.GenerateSummaryResponse]  # type: ignore[assignment]
+    """Summarizes a conversation's transcript in a few sentences, with the same generators and errors
+    as `GenerateReply`. The scripted offline responder does not summarize: it returns an extract of
+    what was said, and `kind` says so. Service callers only (chat_svc); not reachable through the
+    public edge.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Agent profiles: the name, instructions, greeting and voice settings the voice agent runs with.
@@ -99,5 +133,34 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agent_service_pb2.UpdateAgentResponse, _abc.Awaitable[_agent_service_pb2.UpdateAgentResponse]]:
         """Updates the fields of an agent profile named in `update_mask`."""
+
+    @_abc_1.abstractmethod
+    def GenerateReply(
+        self,
+        request: _agent_service_pb2.GenerateReplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_service_pb2.GenerateReplyResponse], _abc.AsyncIterator[_agent_service_pb2.GenerateReplyResponse]]:
+        """Streams the agent's reply to a conversation's latest user turn: the reply's text in pieces as
+        it is produced, by the profile's language model (LiveKit Inference, an OpenAI-compatible
+        endpoint) or by the scripted offline responder, which the first response says. Service callers
+        only (chat_svc); not reachable through the public edge. Nothing is stored: every call produces
+        a new reply. Fails with UNAVAILABLE (reason `LLM_UNAVAILABLE` or `LLM_TIMEOUT`: no piece within
+        the stall bound, or the call's deadline passed) or FAILED_PRECONDITION (`LLM_FAILED`: the model
+        refused the request or broke the stream; `LLM_EMPTY_REPLY`; `PROVIDER_CHOICE`: the profile asks
+        for a model this deployment cannot run). A stream that fails after some pieces leaves the reply
+        incomplete; the caller decides what to keep.
+        """
+
+    @_abc_1.abstractmethod
+    def GenerateSummary(
+        self,
+        request: _agent_service_pb2.GenerateSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.GenerateSummaryResponse, _abc.Awaitable[_agent_service_pb2.GenerateSummaryResponse]]:
+        """Summarizes a conversation's transcript in a few sentences, with the same generators and errors
+        as `GenerateReply`. The scripted offline responder does not summarize: it returns an extract of
+        what was said, and `kind` says so. Service callers only (chat_svc); not reachable through the
+        public edge.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n syntera/agent/v1/resources.proto\x12\x10syntera.agent.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n\rVoiceSettings\x12\x13\n\x05voice\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08language\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rspeaking_rate\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x17\n\tstt_model\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tllm_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\ttts_model\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12;\n\rprovider_mode\x18\x07 \x01(\x0e\x32\x1e.syntera.agent.v1.ProviderModeB\x04\xe2\x41\x01\x01\"\xb4\x02\n\x05\x41gent\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cinstructions\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08greeting\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12=\n\x0evoice_settings\x18\x05 \x01(\x0b\x32\x1f.syntera.agent.v1.VoiceSettingsB\x04\xe2\x41\x01\x01\x12\x16\n\x08owner_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*a\n\x0cProviderMode\x12\x1d\n\x19PROVIDER_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PROVIDER_MODE_CLOUD\x10\x01\x12\x19\n\x15PROVIDER_MODE_OFFLINE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n syntera/agent/v1/resources.proto\x12\x10syntera.agent.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x01\n\rVoiceSettings\x12\x13\n\x05voice\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08language\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rspeaking_rate\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x17\n\tstt_model\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tllm_model\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\ttts_model\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12;\n\rprovider_mode\x18\x07 \x01(\x0e\x32\x1e.syntera.agent.v1.ProviderModeB\x04\xe2\x41\x01\x01\"\xb4\x02\n\x05\x41gent\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cinstructions\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08greeting\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12=\n\x0evoice_settings\x18\x05 \x01(\x0b\x32\x1f.syntera.agent.v1.VoiceSettingsB\x04\xe2\x41\x01\x01\x12\x16\n\x08owner_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"V\n\x10\x43onversationTurn\x12.\n\x04role\x18\x01 \x01(\x0e\x32\x1a.syntera.agent.v1.TurnRoleB\x04\xe2\x41\x01\x02\x12\x12\n\x04text\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\tGenerator\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.syntera.agent.v1.GeneratorKindB\x04\xe2\x41\x01\x03\x12\x13\n\x05model\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03*a\n\x0cProviderMode\x12\x1d\n\x19PROVIDER_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PROVIDER_MODE_CLOUD\x10\x01\x12\x19\n\x15PROVIDER_MODE_OFFLINE\x10\x02*N\n\x08TurnRole\x12\x19\n\x15TURN_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTURN_ROLE_USER\x10\x01\x12\x13\n\x0fTURN_ROLE_AGENT\x10\x02*\xa2\x01\n\rGeneratorKind\x12\x1e\n\x1aGENERATOR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGENERATOR_KIND_CLOUD_MODEL\x10\x01\x12*\n&GENERATOR_KIND_OPENAI_COMPATIBLE_MODEL\x10\x02\x12%\n!GENERATOR_KIND_SCRIPTED_RESPONDER\x10\x03*`\n\x0bSummaryKind\x12\x1c\n\x18SUMMARY_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15SUMMARY_KIND_ABSTRACT\x10\x01\x12\x18\n\x14SUMMARY_KIND_EXTRACT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,10 +63,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_AGENT'].fields_by_name['update_time']._loaded_options = None
   _globals['_AGENT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
-  _globals['_PROVIDERMODE']._serialized_start=659
-  _globals['_PROVIDERMODE']._serialized_end=756
+  _globals['_CONVERSATIONTURN'].fields_by_name['role']._loaded_options = None
+  _globals['_CONVERSATIONTURN'].fields_by_name['role']._serialized_options = b'\342A\001\002'
+  _globals['_CONVERSATIONTURN'].fields_by_name['text']._loaded_options = None
+  _globals['_CONVERSATIONTURN'].fields_by_name['text']._serialized_options = b'\342A\001\002'
+  _globals['_GENERATOR'].fields_by_name['kind']._loaded_options = None
+  _globals['_GENERATOR'].fields_by_name['kind']._serialized_options = b'\342A\001\003'
+  _globals['_GENERATOR'].fields_by_name['model']._loaded_options = None
+  _globals['_GENERATOR'].fields_by_name['model']._serialized_options = b'\342A\001\003'
+  _globals['_PROVIDERMODE']._serialized_start=834
+  _globals['_PROVIDERMODE']._serialized_end=931
+  _globals['_TURNROLE']._serialized_start=933
+  _globals['_TURNROLE']._serialized_end=1011
+  _globals['_GENERATORKIND']._serialized_start=1014
+  _globals['_GENERATORKIND']._serialized_end=1176
+  _globals['_SUMMARYKIND']._serialized_start=1178
+  _globals['_SUMMARYKIND']._serialized_end=1274
   _globals['_VOICESETTINGS']._serialized_start=121
   _globals['_VOICESETTINGS']._serialized_end=346
   _globals['_AGENT']._serialized_start=349
   _globals['_AGENT']._serialized_end=657
+  _globals['_CONVERSATIONTURN']._serialized_start=659
+  _globals['_CONVERSATIONTURN']._serialized_end=745
+  _globals['_GENERATOR']._serialized_start=747
+  _globals['_GENERATOR']._serialized_end=832
 # @@protoc_insertion_point(module_scope)

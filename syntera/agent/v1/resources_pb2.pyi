@@ -42,6 +42,86 @@ PROVIDER_MODE_OFFLINE: ProviderMode.ValueType  # 2
 """Local providers that run with no network (offline Whisper, espeak-ng, a local LLM or responder)."""
 Global___ProviderMode: _TypeAlias = ProviderMode  # noqa: Y015
 
+class _TurnRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TurnRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TurnRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TURN_ROLE_UNSPECIFIED: _TurnRole.ValueType  # 0
+    """Not given; invalid in requests."""
+    TURN_ROLE_USER: _TurnRole.ValueType  # 1
+    """The person."""
+    TURN_ROLE_AGENT: _TurnRole.ValueType  # 2
+    """The AI agent."""
+
+class TurnRole(_TurnRole, metaclass=_TurnRoleEnumTypeWrapper):
+    """Who said a turn of a conversation."""
+
+TURN_ROLE_UNSPECIFIED: TurnRole.ValueType  # 0
+"""Not given; invalid in requests."""
+TURN_ROLE_USER: TurnRole.ValueType  # 1
+"""The person."""
+TURN_ROLE_AGENT: TurnRole.ValueType  # 2
+"""The AI agent."""
+Global___TurnRole: _TypeAlias = TurnRole  # noqa: Y015
+
+class _GeneratorKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GeneratorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GeneratorKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENERATOR_KIND_UNSPECIFIED: _GeneratorKind.ValueType  # 0
+    """Unknown."""
+    GENERATOR_KIND_CLOUD_MODEL: _GeneratorKind.ValueType  # 1
+    """A language model of LiveKit Inference (cloud)."""
+    GENERATOR_KIND_OPENAI_COMPATIBLE_MODEL: _GeneratorKind.ValueType  # 2
+    """A language model at an OpenAI-compatible endpoint (`LLM_BASE_URL`), such as a local Ollama or
+    llama.cpp server.
+    """
+    GENERATOR_KIND_SCRIPTED_RESPONDER: _GeneratorKind.ValueType  # 3
+    """The scripted offline responder: fixed rules built from the agent profile; not a language model."""
+
+class GeneratorKind(_GeneratorKind, metaclass=_GeneratorKindEnumTypeWrapper):
+    """What produced an agent's words."""
+
+GENERATOR_KIND_UNSPECIFIED: GeneratorKind.ValueType  # 0
+"""Unknown."""
+GENERATOR_KIND_CLOUD_MODEL: GeneratorKind.ValueType  # 1
+"""A language model of LiveKit Inference (cloud)."""
+GENERATOR_KIND_OPENAI_COMPATIBLE_MODEL: GeneratorKind.ValueType  # 2
+"""A language model at an OpenAI-compatible endpoint (`LLM_BASE_URL`), such as a local Ollama or
+llama.cpp server.
+"""
+GENERATOR_KIND_SCRIPTED_RESPONDER: GeneratorKind.ValueType  # 3
+"""The scripted offline responder: fixed rules built from the agent profile; not a language model."""
+Global___GeneratorKind: _TypeAlias = GeneratorKind  # noqa: Y015
+
+class _SummaryKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SummaryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SummaryKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUMMARY_KIND_UNSPECIFIED: _SummaryKind.ValueType  # 0
+    """Unknown."""
+    SUMMARY_KIND_ABSTRACT: _SummaryKind.ValueType  # 1
+    """Written by a language model from the transcript."""
+    SUMMARY_KIND_EXTRACT: _SummaryKind.ValueType  # 2
+    """Quoted from the transcript by the scripted responder: nothing paraphrased, nothing invented."""
+
+class SummaryKind(_SummaryKind, metaclass=_SummaryKindEnumTypeWrapper):
+    """How a summary was made."""
+
+SUMMARY_KIND_UNSPECIFIED: SummaryKind.ValueType  # 0
+"""Unknown."""
+SUMMARY_KIND_ABSTRACT: SummaryKind.ValueType  # 1
+"""Written by a language model from the transcript."""
+SUMMARY_KIND_EXTRACT: SummaryKind.ValueType  # 2
+"""Quoted from the transcript by the scripted responder: nothing paraphrased, nothing invented."""
+Global___SummaryKind: _TypeAlias = SummaryKind  # noqa: Y015
+
 @_typing.final
 class VoiceSettings(_message.Message):
     """How an agent listens and speaks."""
@@ -143,3 +223,55 @@ class Agent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class ConversationTurn(_message.Message):
+    """One turn of a conversation as the agent is given it: typed or spoken, by the user or the agent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    role: Global___TurnRole.ValueType
+    """Required. USER or AGENT."""
+    text: _builtins.str
+    """Required. What was said or typed (1 to 20000 characters, not only white space)."""
+    def __init__(
+        self,
+        *,
+        role: Global___TurnRole.ValueType = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["role", b"role", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversationTurn: _TypeAlias = ConversationTurn  # noqa: Y015
+
+@_typing.final
+class Generator(_message.Message):
+    """What produced an agent's reply or a summary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    kind: Global___GeneratorKind.ValueType
+    """Output only. A cloud model, an OpenAI-compatible model or the scripted responder."""
+    model: _builtins.str
+    """Output only. The model's name, e.g. `openai/gpt-4.1-mini`, `llama3.2` or `profile-responder`."""
+    def __init__(
+        self,
+        *,
+        kind: Global___GeneratorKind.ValueType = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Generator: _TypeAlias = Generator  # noqa: Y015

@@ -61,6 +61,11 @@ class ConversationServiceStub:
                 request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.SendMessageResponse.FromString,
                 _registered_method=True)
+        self.RetryReply = channel.unary_unary(
+                '/syntera.conversation.v1.ConversationService/RetryReply',
+                request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RetryReplyRequest.SerializeToString,
+                response_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RetryReplyResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/syntera.conversation.v1.ConversationService/ListMessages',
                 request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ListMessagesRequest.SerializeToString,
@@ -119,6 +124,25 @@ class ConversationServiceServicer:
 
     def SendMessage(self, request, context):
         """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+
+        In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
+        set) that watchers see grow revision by revision and then become final, stored once however
+        often the message is retried with the same `request_id`. At most one reply is generated at a
+        time per conversation: a newer user message cancels the reply still being generated (it ends
+        CANCELLED with what had arrived) and the newer message's reply, which sees both messages,
+        answers instead. In a call (VOICE or VIDEO) the voice agent answers in the call, by voice and
+        in the transcript; no reply message is made here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryReply(self, request, context):
+        """Generates a FAILED agent reply again, in place: the same message goes back to GENERATING with
+        empty text and one more `attempt`, then grows and ends as a reply does. Only the conversation's
+        newest reply can be retried, and only while no newer user message exists (FAILED_PRECONDITION,
+        reason `REPLY_SUPERSEDED`); a reply that is not FAILED is returned as it is, so a repeated retry
+        is harmless. The conversation must be ACTIVE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +207,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.SendMessage,
                     request_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.SendMessageRequest.FromString,
                     response_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'RetryReply': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryReply,
+                    request_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RetryReplyRequest.FromString,
+                    response_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RetryReplyResponse.SerializeToString,
             ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
@@ -342,6 +371,33 @@ class ConversationService:
             '/syntera.conversation.v1.ConversationService/SendMessage',
             syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.SendMessageRequest.SerializeToString,
             syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryReply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/syntera.conversation.v1.ConversationService/RetryReply',
+            syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RetryReplyRequest.SerializeToString,
+            syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RetryReplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,23 @@ class ConversationServiceStub:
     EndConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.EndConversationRequest, _conversation_service_pb2.EndConversationResponse]
     """Ends a conversation (hangs up a call). Idempotent: ending an ended conversation is OK."""
     SendMessage: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.SendMessageRequest, _conversation_service_pb2.SendMessageResponse]
-    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`."""
+    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+
+    In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
+    set) that watchers see grow revision by revision and then become final, stored once however
+    often the message is retried with the same `request_id`. At most one reply is generated at a
+    time per conversation: a newer user message cancels the reply still being generated (it ends
+    CANCELLED with what had arrived) and the newer message's reply, which sees both messages,
+    answers instead. In a call (VOICE or VIDEO) the voice agent answers in the call, by voice and
+    in the transcript; no reply message is made here.
+    """
+    RetryReply: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.RetryReplyRequest, _conversation_service_pb2.RetryReplyResponse]
+    """Generates a FAILED agent reply again, in place: the same message goes back to GENERATING with
+    empty text and one more `attempt`, then grows and ends as a reply does. Only the conversation's
+    newest reply can be retried, and only while no newer user message exists (FAILED_PRECONDITION,
+    reason `REPLY_SUPERSEDED`); a reply that is not FAILED is returned as it is, so a repeated retry
+    is harmless. The conversation must be ACTIVE.
+    """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.ListMessagesRequest, _conversation_service_pb2.ListMessagesResponse]
     """Lists a conversation's messages in `seq` order."""
     ReportTranscript: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.ReportTranscriptRequest, _conversation_service_pb2.ReportTranscriptResponse]
@@ -81,7 +97,23 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     EndConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.EndConversationRequest, _conversation_service_pb2.EndConversationResponse]  # type: ignore[assignment]
     """Ends a conversation (hangs up a call). Idempotent: ending an ended conversation is OK."""
     SendMessage: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.SendMessageRequest, _conversation_service_pb2.SendMessageResponse]  # type: ignore[assignment]
-    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`."""
+    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+
+    In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
+    set) that watchers see grow revision by revision and then become final, stored once however
+    often the message is retried with the same `request_id`. At most one reply is generated at a
+    time per conversation: a newer user message cancels the reply still being generated (it ends
+    CANCELLED with what had arrived) and the newer message's reply, which sees both messages,
+    answers instead. In a call (VOICE or VIDEO) the voice agent answers in the call, by voice and
+    in the transcript; no reply message is made here.
+    """
+    RetryReply: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.RetryReplyRequest, _conversation_service_pb2.RetryReplyResponse]  # type: ignore[assignment]
+    """Generates a FAILED agent reply again, in place: the same message goes back to GENERATING with
+    empty text and one more `attempt`, then grows and ends as a reply does. Only the conversation's
+    newest reply can be retried, and only while no newer user message exists (FAILED_PRECONDITION,
+    reason `REPLY_SUPERSEDED`); a reply that is not FAILED is returned as it is, so a repeated retry
+    is harmless. The conversation must be ACTIVE.
+    """
     ListMessages: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.ListMessagesRequest, _conversation_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Lists a conversation's messages in `seq` order."""
     ReportTranscript: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.ReportTranscriptRequest, _conversation_service_pb2.ReportTranscriptResponse]  # type: ignore[assignment]
@@ -143,7 +175,29 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversation_service_pb2.SendMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_service_pb2.SendMessageResponse, _abc.Awaitable[_conversation_service_pb2.SendMessageResponse]]:
-        """Sends a text message into an active conversation of any channel. Idempotent on `request_id`."""
+        """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+
+        In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
+        set) that watchers see grow revision by revision and then become final, stored once however
+        often the message is retried with the same `request_id`. At most one reply is generated at a
+        time per conversation: a newer user message cancels the reply still being generated (it ends
+        CANCELLED with what had arrived) and the newer message's reply, which sees both messages,
+        answers instead. In a call (VOICE or VIDEO) the voice agent answers in the call, by voice and
+        in the transcript; no reply message is made here.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryReply(
+        self,
+        request: _conversation_service_pb2.RetryReplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_service_pb2.RetryReplyResponse, _abc.Awaitable[_conversation_service_pb2.RetryReplyResponse]]:
+        """Generates a FAILED agent reply again, in place: the same message goes back to GENERATING with
+        empty text and one more `attempt`, then grows and ends as a reply does. Only the conversation's
+        newest reply can be retried, and only while no newer user message exists (FAILED_PRECONDITION,
+        reason `REPLY_SUPERSEDED`); a reply that is not FAILED is returned as it is, so a repeated retry
+        is harmless. The conversation must be ACTIVE.
+        """
 
     @_abc_1.abstractmethod
     def ListMessages(

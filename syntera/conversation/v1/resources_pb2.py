@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from syntera.agent.v1 import resources_pb2 as syntera_dot_agent_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'syntera/conversation/v1/resources.proto\x12\x17syntera.conversation.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x08JoinInfo\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\troom_name\x18\x03 \x01(\t\x12\x10\n\x08identity\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xae\x04\n\x0c\x43onversation\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x31\n\x07\x63hannel\x18\x04 \x01(\x0e\x32 .syntera.conversation.v1.Channel\x12\x41\n\x06status\x18\x05 \x01(\x0e\x32+.syntera.conversation.v1.ConversationStatusB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\troom_name\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12K\n\x08metadata\x18\x08 \x03(\x0b\x32\x33.syntera.conversation.v1.Conversation.MetadataEntryB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x64uration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x16\n\x08last_seq\x18\x0c \x01(\x03\x42\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xba\x01\n\x0bTurnMetrics\x12\x34\n\x11\x65nd_of_turn_delay\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12:\n\x17llm_time_to_first_token\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x16tts_time_to_first_byte\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9c\x05\n\x07Message\x12\x18\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onversation_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03seq\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x31\n\x04role\x18\x05 \x01(\x0e\x32\x1d.syntera.conversation.v1.RoleB\x04\xe2\x41\x01\x03\x12<\n\x06source\x18\x06 \x01(\x0e\x32&.syntera.conversation.v1.MessageSourceB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x66inal\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0binterrupted\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsegment_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08language\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nconfidence\x18\x0e \x01(\x02\x42\x04\xe2\x41\x01\x03\x12;\n\x07metrics\x18\x0f \x01(\x0b\x32$.syntera.conversation.v1.TurnMetricsB\x04\xe2\x41\x01\x03\x12\x17\n\tsender_id\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xfd\x02\n\x11TranscriptSegment\x12\x18\n\nsegment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x04role\x18\x02 \x01(\x0e\x32\x1d.syntera.conversation.v1.RoleB\x04\xe2\x41\x01\x02\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x66inal\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0binterrupted\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x34\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x16\n\x08language\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nconfidence\x18\t \x01(\x02\x42\x04\xe2\x41\x01\x01\x12;\n\x07metrics\x18\n \x01(\x0b\x32$.syntera.conversation.v1.TurnMetricsB\x04\xe2\x41\x01\x01*Z\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HANNEL_TEXT\x10\x01\x12\x11\n\rCHANNEL_VOICE\x10\x02\x12\x11\n\rCHANNEL_VIDEO\x10\x03*\x98\x01\n\x12\x43onversationStatus\x12#\n\x1f\x43ONVERSATION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ONVERSATION_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19\x43ONVERSATION_STATUS_ENDED\x10\x02\x12\x1e\n\x1a\x43ONVERSATION_STATUS_FAILED\x10\x03*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_AGENT\x10\x02*g\n\rMessageSource\x12\x1e\n\x1aMESSAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_SOURCE_TEXT\x10\x01\x12\x1d\n\x19MESSAGE_SOURCE_TRANSCRIPT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'syntera/conversation/v1/resources.proto\x12\x17syntera.conversation.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a syntera/agent/v1/resources.proto\"|\n\x08JoinInfo\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\troom_name\x18\x03 \x01(\t\x12\x10\n\x08identity\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf3\x04\n\x0c\x43onversation\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x31\n\x07\x63hannel\x18\x04 \x01(\x0e\x32 .syntera.conversation.v1.Channel\x12\x41\n\x06status\x18\x05 \x01(\x0e\x32+.syntera.conversation.v1.ConversationStatusB\x04\xe2\x41\x01\x03\x12\x13\n\x05title\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\troom_name\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12K\n\x08metadata\x18\x08 \x03(\x0b\x32\x33.syntera.conversation.v1.Conversation.MetadataEntryB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x64uration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x16\n\x08last_seq\x18\x0c \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x43\n\x07summary\x18\x0e \x01(\x0b\x32,.syntera.conversation.v1.ConversationSummaryB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xba\x01\n\x0bTurnMetrics\x12\x34\n\x11\x65nd_of_turn_delay\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12:\n\x17llm_time_to_first_token\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x16tts_time_to_first_byte\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd1\x05\n\x07Message\x12\x18\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x63onversation_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03seq\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08revision\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x31\n\x04role\x18\x05 \x01(\x0e\x32\x1d.syntera.conversation.v1.RoleB\x04\xe2\x41\x01\x03\x12<\n\x06source\x18\x06 \x01(\x0e\x32&.syntera.conversation.v1.MessageSourceB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x66inal\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0binterrupted\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsegment_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08language\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nconfidence\x18\x0e \x01(\x02\x42\x04\xe2\x41\x01\x03\x12;\n\x07metrics\x18\x0f \x01(\x0b\x32$.syntera.conversation.v1.TurnMetricsB\x04\xe2\x41\x01\x03\x12\x17\n\tsender_id\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\x05reply\x18\x13 \x01(\x0b\x32\x1e.syntera.conversation.v1.ReplyB\x04\xe2\x41\x01\x03\"\xcb\x01\n\x05Reply\x12\x38\n\x05state\x18\x01 \x01(\x0e\x32#.syntera.conversation.v1.ReplyStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fin_reply_to_seq\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\tgenerator\x18\x04 \x01(\x0b\x32\x1b.syntera.agent.v1.GeneratorB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\"\xa3\x02\n\x13\x43onversationSummary\x12:\n\x05state\x18\x01 \x01(\x0e\x32%.syntera.conversation.v1.SummaryStateB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.syntera.agent.v1.SummaryKindB\x04\xe2\x41\x01\x03\x12\x34\n\tgenerator\x18\x04 \x01(\x0b\x32\x1b.syntera.agent.v1.GeneratorB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xfd\x02\n\x11TranscriptSegment\x12\x18\n\nsegment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x04role\x18\x02 \x01(\x0e\x32\x1d.syntera.conversation.v1.RoleB\x04\xe2\x41\x01\x02\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x66inal\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0binterrupted\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x34\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x16\n\x08language\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nconfidence\x18\t \x01(\x02\x42\x04\xe2\x41\x01\x01\x12;\n\x07metrics\x18\n \x01(\x0b\x32$.syntera.conversation.v1.TurnMetricsB\x04\xe2\x41\x01\x01*Z\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HANNEL_TEXT\x10\x01\x12\x11\n\rCHANNEL_VOICE\x10\x02\x12\x11\n\rCHANNEL_VIDEO\x10\x03*\x98\x01\n\x12\x43onversationStatus\x12#\n\x1f\x43ONVERSATION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ONVERSATION_STATUS_ACTIVE\x10\x01\x12\x1d\n\x19\x43ONVERSATION_STATUS_ENDED\x10\x02\x12\x1e\n\x1a\x43ONVERSATION_STATUS_FAILED\x10\x03*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_AGENT\x10\x02*g\n\rMessageSource\x12\x1e\n\x1aMESSAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_SOURCE_TEXT\x10\x01\x12\x1d\n\x19MESSAGE_SOURCE_TRANSCRIPT\x10\x02*\x92\x01\n\nReplyState\x12\x1b\n\x17REPLY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLY_STATE_GENERATING\x10\x01\x12\x18\n\x14REPLY_STATE_COMPLETE\x10\x02\x12\x16\n\x12REPLY_STATE_FAILED\x10\x03\x12\x19\n\x15REPLY_STATE_CANCELLED\x10\x04*{\n\x0cSummaryState\x12\x1d\n\x19SUMMARY_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SUMMARY_STATE_PENDING\x10\x01\x12\x17\n\x13SUMMARY_STATE_READY\x10\x02\x12\x18\n\x14SUMMARY_STATE_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,6 +57,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATION'].fields_by_name['duration']._serialized_options = b'\342A\001\003'
   _globals['_CONVERSATION'].fields_by_name['last_seq']._loaded_options = None
   _globals['_CONVERSATION'].fields_by_name['last_seq']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATION'].fields_by_name['summary']._loaded_options = None
+  _globals['_CONVERSATION'].fields_by_name['summary']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['message_id']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['message_id']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['conversation_id']._loaded_options = None
@@ -92,6 +95,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['update_time']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['reply']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['reply']._serialized_options = b'\342A\001\003'
+  _globals['_REPLY'].fields_by_name['state']._loaded_options = None
+  _globals['_REPLY'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_REPLY'].fields_by_name['in_reply_to_seq']._loaded_options = None
+  _globals['_REPLY'].fields_by_name['in_reply_to_seq']._serialized_options = b'\342A\001\003'
+  _globals['_REPLY'].fields_by_name['failure_reason']._loaded_options = None
+  _globals['_REPLY'].fields_by_name['failure_reason']._serialized_options = b'\342A\001\003'
+  _globals['_REPLY'].fields_by_name['generator']._loaded_options = None
+  _globals['_REPLY'].fields_by_name['generator']._serialized_options = b'\342A\001\003'
+  _globals['_REPLY'].fields_by_name['attempt']._loaded_options = None
+  _globals['_REPLY'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['state']._loaded_options = None
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['text']._loaded_options = None
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['text']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['kind']._loaded_options = None
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['kind']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['generator']._loaded_options = None
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['generator']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['failure_reason']._loaded_options = None
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['failure_reason']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['update_time']._loaded_options = None
+  _globals['_CONVERSATIONSUMMARY'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_TRANSCRIPTSEGMENT'].fields_by_name['segment_id']._loaded_options = None
   _globals['_TRANSCRIPTSEGMENT'].fields_by_name['segment_id']._serialized_options = b'\342A\001\002'
   _globals['_TRANSCRIPTSEGMENT'].fields_by_name['role']._loaded_options = None
@@ -112,24 +139,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIPTSEGMENT'].fields_by_name['confidence']._serialized_options = b'\342A\001\001'
   _globals['_TRANSCRIPTSEGMENT'].fields_by_name['metrics']._loaded_options = None
   _globals['_TRANSCRIPTSEGMENT'].fields_by_name['metrics']._serialized_options = b'\342A\001\001'
-  _globals['_CHANNEL']._serialized_start=2097
-  _globals['_CHANNEL']._serialized_end=2187
-  _globals['_CONVERSATIONSTATUS']._serialized_start=2190
-  _globals['_CONVERSATIONSTATUS']._serialized_end=2342
-  _globals['_ROLE']._serialized_start=2344
-  _globals['_ROLE']._serialized_end=2403
-  _globals['_MESSAGESOURCE']._serialized_start=2405
-  _globals['_MESSAGESOURCE']._serialized_end=2508
-  _globals['_JOININFO']._serialized_start=166
-  _globals['_JOININFO']._serialized_end=290
-  _globals['_CONVERSATION']._serialized_start=293
-  _globals['_CONVERSATION']._serialized_end=851
-  _globals['_CONVERSATION_METADATAENTRY']._serialized_start=804
-  _globals['_CONVERSATION_METADATAENTRY']._serialized_end=851
-  _globals['_TURNMETRICS']._serialized_start=854
-  _globals['_TURNMETRICS']._serialized_end=1040
-  _globals['_MESSAGE']._serialized_start=1043
-  _globals['_MESSAGE']._serialized_end=1711
-  _globals['_TRANSCRIPTSEGMENT']._serialized_start=1714
-  _globals['_TRANSCRIPTSEGMENT']._serialized_end=2095
+  _globals['_CHANNEL']._serialized_start=2753
+  _globals['_CHANNEL']._serialized_end=2843
+  _globals['_CONVERSATIONSTATUS']._serialized_start=2846
+  _globals['_CONVERSATIONSTATUS']._serialized_end=2998
+  _globals['_ROLE']._serialized_start=3000
+  _globals['_ROLE']._serialized_end=3059
+  _globals['_MESSAGESOURCE']._serialized_start=3061
+  _globals['_MESSAGESOURCE']._serialized_end=3164
+  _globals['_REPLYSTATE']._serialized_start=3167
+  _globals['_REPLYSTATE']._serialized_end=3313
+  _globals['_SUMMARYSTATE']._serialized_start=3315
+  _globals['_SUMMARYSTATE']._serialized_end=3438
+  _globals['_JOININFO']._serialized_start=200
+  _globals['_JOININFO']._serialized_end=324
+  _globals['_CONVERSATION']._serialized_start=327
+  _globals['_CONVERSATION']._serialized_end=954
+  _globals['_CONVERSATION_METADATAENTRY']._serialized_start=907
+  _globals['_CONVERSATION_METADATAENTRY']._serialized_end=954
+  _globals['_TURNMETRICS']._serialized_start=957
+  _globals['_TURNMETRICS']._serialized_end=1143
+  _globals['_MESSAGE']._serialized_start=1146
+  _globals['_MESSAGE']._serialized_end=1867
+  _globals['_REPLY']._serialized_start=1870
+  _globals['_REPLY']._serialized_end=2073
+  _globals['_CONVERSATIONSUMMARY']._serialized_start=2076
+  _globals['_CONVERSATIONSUMMARY']._serialized_end=2367
+  _globals['_TRANSCRIPTSEGMENT']._serialized_start=2370
+  _globals['_TRANSCRIPTSEGMENT']._serialized_end=2751
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from syntera.agent.v1 import resources_pb2 as _resources_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -125,6 +126,74 @@ MESSAGE_SOURCE_TRANSCRIPT: MessageSource.ValueType  # 2
 """Spoken in a call and reported with `ReportTranscript`."""
 Global___MessageSource: _TypeAlias = MessageSource  # noqa: Y015
 
+class _ReplyState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplyStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplyState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLY_STATE_UNSPECIFIED: _ReplyState.ValueType  # 0
+    """Not a reply."""
+    REPLY_STATE_GENERATING: _ReplyState.ValueType  # 1
+    """Being generated: `text` grows with every revision and `final` is false."""
+    REPLY_STATE_COMPLETE: _ReplyState.ValueType  # 2
+    """Complete: `text` is the whole reply and `final` is true."""
+    REPLY_STATE_FAILED: _ReplyState.ValueType  # 3
+    """Failed: `failure_reason` says why, `text` holds what had arrived (often nothing) and `final` is
+    true. `RetryReply` generates it again in place.
+    """
+    REPLY_STATE_CANCELLED: _ReplyState.ValueType  # 4
+    """Cancelled because a newer user message arrived first (the newer message gets its own reply,
+    which sees both): `text` holds what had arrived and `final` is true.
+    """
+
+class ReplyState(_ReplyState, metaclass=_ReplyStateEnumTypeWrapper):
+    """Where an agent's reply to a typed message is."""
+
+REPLY_STATE_UNSPECIFIED: ReplyState.ValueType  # 0
+"""Not a reply."""
+REPLY_STATE_GENERATING: ReplyState.ValueType  # 1
+"""Being generated: `text` grows with every revision and `final` is false."""
+REPLY_STATE_COMPLETE: ReplyState.ValueType  # 2
+"""Complete: `text` is the whole reply and `final` is true."""
+REPLY_STATE_FAILED: ReplyState.ValueType  # 3
+"""Failed: `failure_reason` says why, `text` holds what had arrived (often nothing) and `final` is
+true. `RetryReply` generates it again in place.
+"""
+REPLY_STATE_CANCELLED: ReplyState.ValueType  # 4
+"""Cancelled because a newer user message arrived first (the newer message gets its own reply,
+which sees both): `text` holds what had arrived and `final` is true.
+"""
+Global___ReplyState: _TypeAlias = ReplyState  # noqa: Y015
+
+class _SummaryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SummaryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SummaryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUMMARY_STATE_UNSPECIFIED: _SummaryState.ValueType  # 0
+    """Unknown."""
+    SUMMARY_STATE_PENDING: _SummaryState.ValueType  # 1
+    """Being made."""
+    SUMMARY_STATE_READY: _SummaryState.ValueType  # 2
+    """Made: `text` is the summary (empty when nothing was said)."""
+    SUMMARY_STATE_FAILED: _SummaryState.ValueType  # 3
+    """Could not be made: `failure_reason` says why."""
+
+class SummaryState(_SummaryState, metaclass=_SummaryStateEnumTypeWrapper):
+    """Where a conversation's summary is."""
+
+SUMMARY_STATE_UNSPECIFIED: SummaryState.ValueType  # 0
+"""Unknown."""
+SUMMARY_STATE_PENDING: SummaryState.ValueType  # 1
+"""Being made."""
+SUMMARY_STATE_READY: SummaryState.ValueType  # 2
+"""Made: `text` is the summary (empty when nothing was said)."""
+SUMMARY_STATE_FAILED: SummaryState.ValueType  # 3
+"""Could not be made: `failure_reason` says why."""
+Global___SummaryState: _TypeAlias = SummaryState  # noqa: Y015
+
 @_typing.final
 class JoinInfo(_message.Message):
     """How the user joins a call: what `CreateConversation` returns for VOICE and VIDEO."""
@@ -203,6 +272,7 @@ class Conversation(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Output only. The conversation's id."""
     user_id: _builtins.str
@@ -235,6 +305,12 @@ class Conversation(_message.Message):
     def duration(self) -> _duration_pb2.Duration:
         """Output only. How long the conversation lasted; unset while active."""
 
+    @_builtins.property
+    def summary(self) -> Global___ConversationSummary:
+        """Output only. A short summary of a VOICE or VIDEO conversation's transcript, made when the
+        conversation ends; unset for TEXT and while active.
+        """
+
     def __init__(
         self,
         *,
@@ -250,10 +326,11 @@ class Conversation(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         duration: _duration_pb2.Duration | None = ...,
         last_seq: _builtins.int = ...,
+        summary: Global___ConversationSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "conversation_id", b"conversation_id", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "last_seq", b"last_seq", "metadata", b"metadata", "room_name", b"room_name", "status", b"status", "title", b"title", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "conversation_id", b"conversation_id", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "last_seq", b"last_seq", "metadata", b"metadata", "room_name", b"room_name", "status", b"status", "summary", b"summary", "title", b"title", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,6 +396,7 @@ class Message(_message.Message):
     SENDER_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """Output only. The message's id."""
     conversation_id: _builtins.str
@@ -365,6 +443,12 @@ class Message(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the message was last updated."""
 
+    @_builtins.property
+    def reply(self) -> Global___Reply:
+        """Output only. Set on the agent's reply to a typed user message in a TEXT conversation: where the
+        reply is (growing, complete, failed, cancelled). Unset on every other message.
+        """
+
     def __init__(
         self,
         *,
@@ -386,14 +470,109 @@ class Message(_message.Message):
         sender_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        reply: Global___Reply | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics", "reply", b"reply", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "final", b"final", "interrupted", b"interrupted", "language", b"language", "message_id", b"message_id", "metrics", b"metrics", "revision", b"revision", "role", b"role", "segment_id", b"segment_id", "sender_id", b"sender_id", "seq", b"seq", "source", b"source", "start_time", b"start_time", "text", b"text", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "conversation_id", b"conversation_id", "create_time", b"create_time", "end_time", b"end_time", "final", b"final", "interrupted", b"interrupted", "language", b"language", "message_id", b"message_id", "metrics", b"metrics", "reply", b"reply", "revision", b"revision", "role", b"role", "segment_id", b"segment_id", "sender_id", b"sender_id", "seq", b"seq", "source", b"source", "start_time", b"start_time", "text", b"text", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Reply(_message.Message):
+    """An agent's reply to a typed user message in a TEXT conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_SEQ_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    state: Global___ReplyState.ValueType
+    """Output only. GENERATING, COMPLETE, FAILED or CANCELLED."""
+    in_reply_to_seq: _builtins.int
+    """Output only. The `seq` of the user message it answers."""
+    failure_reason: _builtins.str
+    """Output only. Why it FAILED, in UPPER_SNAKE: `LLM_UNAVAILABLE`, `LLM_TIMEOUT`, `LLM_FAILED`,
+    `LLM_EMPTY_REPLY`, `AGENT_SVC_UNAVAILABLE`, `REPLY_TIMEOUT` (no complete reply before the
+    deadline), `REPLY_ABANDONED` (the chat_svc replica generating it went away) or
+    `SERVICE_STOPPING`; empty otherwise.
+    """
+    attempt: _builtins.int
+    """Output only. 1 for the first generation, one more for every `RetryReply`."""
+    @_builtins.property
+    def generator(self) -> _resources_pb2.Generator:
+        """Output only. What produces the reply (a language model, or the scripted offline responder);
+        unset until known.
+        """
+
+    def __init__(
+        self,
+        *,
+        state: Global___ReplyState.ValueType = ...,
+        in_reply_to_seq: _builtins.int = ...,
+        failure_reason: _builtins.str = ...,
+        generator: _resources_pb2.Generator | None = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failure_reason", b"failure_reason", "generator", b"generator", "in_reply_to_seq", b"in_reply_to_seq", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reply: _TypeAlias = Reply  # noqa: Y015
+
+@_typing.final
+class ConversationSummary(_message.Message):
+    """A short summary of a call's transcript, made by the agent when the conversation ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    GENERATOR_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    state: Global___SummaryState.ValueType
+    """Output only. PENDING, READY or FAILED."""
+    text: _builtins.str
+    """Output only. The summary in plain text; empty unless READY, and when nothing was said."""
+    kind: _resources_pb2.SummaryKind.ValueType
+    """Output only. ABSTRACT (written by a language model) or EXTRACT (quoted from the transcript by
+    the scripted offline responder, not a summary).
+    """
+    failure_reason: _builtins.str
+    """Output only. Why it FAILED (UPPER_SNAKE, as for replies); empty otherwise."""
+    @_builtins.property
+    def generator(self) -> _resources_pb2.Generator:
+        """Output only. What made it."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it became READY or FAILED."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___SummaryState.ValueType = ...,
+        text: _builtins.str = ...,
+        kind: _resources_pb2.SummaryKind.ValueType = ...,
+        generator: _resources_pb2.Generator | None = ...,
+        failure_reason: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generator", b"generator", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_reason", b"failure_reason", "generator", b"generator", "kind", b"kind", "state", b"state", "text", b"text", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversationSummary: _TypeAlias = ConversationSummary  # noqa: Y015
 
 @_typing.final
 class TranscriptSegment(_message.Message):

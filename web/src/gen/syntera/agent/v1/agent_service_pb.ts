@@ -8,7 +8,7 @@ import { file_google_api_annotations } from "../../../google/api/annotations_pb.
 import { file_google_api_field_behavior } from "../../../google/api/field_behavior_pb.js";
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
-import type { Agent } from "./resources_pb.js";
+import type { Agent, ConversationTurn, Generator, SummaryKind } from "./resources_pb.js";
 import { file_syntera_agent_v1_resources } from "./resources_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syntera/agent/v1/agent_service.proto.
  */
 export const file_syntera_agent_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRzeW50ZXJhL2FnZW50L3YxL2FnZW50X3NlcnZpY2UucHJvdG8SEHN5bnRlcmEuYWdlbnQudjEiXAoSQ3JlYXRlQWdlbnRSZXF1ZXN0EiwKBWFnZW50GAEgASgLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudEIE4kEBAhIYCgpyZXF1ZXN0X2lkGAIgASgJQgTiQQEBIj0KE0NyZWF0ZUFnZW50UmVzcG9uc2USJgoFYWdlbnQYASABKAsyFy5zeW50ZXJhLmFnZW50LnYxLkFnZW50IikKD0dldEFnZW50UmVxdWVzdBIWCghhZ2VudF9pZBgBIAEoCUIE4kEBAiI6ChBHZXRBZ2VudFJlc3BvbnNlEiYKBWFnZW50GAEgASgLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudCJGChFMaXN0QWdlbnRzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBASJWChJMaXN0QWdlbnRzUmVzcG9uc2USJwoGYWdlbnRzGAEgAygLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkieQoSVXBkYXRlQWdlbnRSZXF1ZXN0EiwKBWFnZW50GAEgASgLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQIiPQoTVXBkYXRlQWdlbnRSZXNwb25zZRImCgVhZ2VudBgBIAEoCzIXLnN5bnRlcmEuYWdlbnQudjEuQWdlbnQy7QMKDEFnZW50U2VydmljZRJ1CgtDcmVhdGVBZ2VudBIkLnN5bnRlcmEuYWdlbnQudjEuQ3JlYXRlQWdlbnRSZXF1ZXN0GiUuc3ludGVyYS5hZ2VudC52MS5DcmVhdGVBZ2VudFJlc3BvbnNlIhmC0+STAhM6BWFnZW50IgovdjEvYWdlbnRzEnAKCEdldEFnZW50EiEuc3ludGVyYS5hZ2VudC52MS5HZXRBZ2VudFJlcXVlc3QaIi5zeW50ZXJhLmFnZW50LnYxLkdldEFnZW50UmVzcG9uc2UiHYLT5JMCFxIVL3YxL2FnZW50cy97YWdlbnRfaWR9EmsKCkxpc3RBZ2VudHMSIy5zeW50ZXJhLmFnZW50LnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiQuc3ludGVyYS5hZ2VudC52MS5MaXN0QWdlbnRzUmVzcG9uc2UiEoLT5JMCDBIKL3YxL2FnZW50cxKGAQoLVXBkYXRlQWdlbnQSJC5zeW50ZXJhLmFnZW50LnYxLlVwZGF0ZUFnZW50UmVxdWVzdBolLnN5bnRlcmEuYWdlbnQudjEuVXBkYXRlQWdlbnRSZXNwb25zZSIqgtPkkwIkOgVhZ2VudDIbL3YxL2FnZW50cy97YWdlbnQuYWdlbnRfaWR9YgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_field_mask, file_syntera_agent_v1_resources]);
+  fileDesc("CiRzeW50ZXJhL2FnZW50L3YxL2FnZW50X3NlcnZpY2UucHJvdG8SEHN5bnRlcmEuYWdlbnQudjEiXAoSQ3JlYXRlQWdlbnRSZXF1ZXN0EiwKBWFnZW50GAEgASgLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudEIE4kEBAhIYCgpyZXF1ZXN0X2lkGAIgASgJQgTiQQEBIj0KE0NyZWF0ZUFnZW50UmVzcG9uc2USJgoFYWdlbnQYASABKAsyFy5zeW50ZXJhLmFnZW50LnYxLkFnZW50IikKD0dldEFnZW50UmVxdWVzdBIWCghhZ2VudF9pZBgBIAEoCUIE4kEBAiI6ChBHZXRBZ2VudFJlc3BvbnNlEiYKBWFnZW50GAEgASgLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudCJGChFMaXN0QWdlbnRzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBASJWChJMaXN0QWdlbnRzUmVzcG9uc2USJwoGYWdlbnRzGAEgAygLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkieQoSVXBkYXRlQWdlbnRSZXF1ZXN0EiwKBWFnZW50GAEgASgLMhcuc3ludGVyYS5hZ2VudC52MS5BZ2VudEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQIiPQoTVXBkYXRlQWdlbnRSZXNwb25zZRImCgVhZ2VudBgBIAEoCzIXLnN5bnRlcmEuYWdlbnQudjEuQWdlbnQihgEKFEdlbmVyYXRlUmVwbHlSZXF1ZXN0EhYKCGFnZW50X2lkGAEgASgJQgTiQQECEjcKBXR1cm5zGAIgAygLMiIuc3ludGVyYS5hZ2VudC52MS5Db252ZXJzYXRpb25UdXJuQgTiQQECEh0KD2NvbnZlcnNhdGlvbl9pZBgDIAEoCUIE4kEBASJbChVHZW5lcmF0ZVJlcGx5UmVzcG9uc2USEgoKdGV4dF9kZWx0YRgBIAEoCRIuCglnZW5lcmF0b3IYAiABKAsyGy5zeW50ZXJhLmFnZW50LnYxLkdlbmVyYXRvciKIAQoWR2VuZXJhdGVTdW1tYXJ5UmVxdWVzdBIWCghhZ2VudF9pZBgBIAEoCUIE4kEBAhI3CgV0dXJucxgCIAMoCzIiLnN5bnRlcmEuYWdlbnQudjEuQ29udmVyc2F0aW9uVHVybkIE4kEBAhIdCg9jb252ZXJzYXRpb25faWQYAyABKAlCBOJBAQEihAEKF0dlbmVyYXRlU3VtbWFyeVJlc3BvbnNlEgwKBHRleHQYASABKAkSKwoEa2luZBgCIAEoDjIdLnN5bnRlcmEuYWdlbnQudjEuU3VtbWFyeUtpbmQSLgoJZ2VuZXJhdG9yGAMgASgLMhsuc3ludGVyYS5hZ2VudC52MS5HZW5lcmF0b3IynQYKDEFnZW50U2VydmljZRJ1CgtDcmVhdGVBZ2VudBIkLnN5bnRlcmEuYWdlbnQudjEuQ3JlYXRlQWdlbnRSZXF1ZXN0GiUuc3ludGVyYS5hZ2VudC52MS5DcmVhdGVBZ2VudFJlc3BvbnNlIhmC0+STAhM6BWFnZW50IgovdjEvYWdlbnRzEnAKCEdldEFnZW50EiEuc3ludGVyYS5hZ2VudC52MS5HZXRBZ2VudFJlcXVlc3QaIi5zeW50ZXJhLmFnZW50LnYxLkdldEFnZW50UmVzcG9uc2UiHYLT5JMCFxIVL3YxL2FnZW50cy97YWdlbnRfaWR9EmsKCkxpc3RBZ2VudHMSIy5zeW50ZXJhLmFnZW50LnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiQuc3ludGVyYS5hZ2VudC52MS5MaXN0QWdlbnRzUmVzcG9uc2UiEoLT5JMCDBIKL3YxL2FnZW50cxKGAQoLVXBkYXRlQWdlbnQSJC5zeW50ZXJhLmFnZW50LnYxLlVwZGF0ZUFnZW50UmVxdWVzdBolLnN5bnRlcmEuYWdlbnQudjEuVXBkYXRlQWdlbnRSZXNwb25zZSIqgtPkkwIkOgVhZ2VudDIbL3YxL2FnZW50cy97YWdlbnQuYWdlbnRfaWR9EpIBCg1HZW5lcmF0ZVJlcGx5EiYuc3ludGVyYS5hZ2VudC52MS5HZW5lcmF0ZVJlcGx5UmVxdWVzdBonLnN5bnRlcmEuYWdlbnQudjEuR2VuZXJhdGVSZXBseVJlc3BvbnNlIi6C0+STAig6ASoiIy92MS9hZ2VudHMve2FnZW50X2lkfTpnZW5lcmF0ZVJlcGx5MAESmAEKD0dlbmVyYXRlU3VtbWFyeRIoLnN5bnRlcmEuYWdlbnQudjEuR2VuZXJhdGVTdW1tYXJ5UmVxdWVzdBopLnN5bnRlcmEuYWdlbnQudjEuR2VuZXJhdGVTdW1tYXJ5UmVzcG9uc2UiMILT5JMCKjoBKiIlL3YxL2FnZW50cy97YWdlbnRfaWR9OmdlbmVyYXRlU3VtbWFyeWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_field_mask, file_syntera_agent_v1_resources]);
 
 /**
  * Request for `CreateAgent`.
@@ -215,6 +215,143 @@ export const UpdateAgentResponseSchema: GenMessage<UpdateAgentResponse> = /*@__P
   messageDesc(file_syntera_agent_v1_agent_service, 7);
 
 /**
+ * Request for `GenerateReply`.
+ *
+ * @generated from message syntera.agent.v1.GenerateReplyRequest
+ */
+export type GenerateReplyRequest = Message<"syntera.agent.v1.GenerateReplyRequest"> & {
+  /**
+   * Required. The agent profile that answers.
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * Required. The conversation's most recent turns, oldest first, ending with the user turn to
+   * answer: 1 to 100 turns of at most 20000 characters, at most 60000 characters in all.
+   *
+   * @generated from field: repeated syntera.agent.v1.ConversationTurn turns = 2;
+   */
+  turns: ConversationTurn[];
+
+  /**
+   * Optional. The conversation the reply is for; only written to logs.
+   *
+   * @generated from field: string conversation_id = 3;
+   */
+  conversationId: string;
+};
+
+/**
+ * Describes the message syntera.agent.v1.GenerateReplyRequest.
+ * Use `create(GenerateReplyRequestSchema)` to create a new message.
+ */
+export const GenerateReplyRequestSchema: GenMessage<GenerateReplyRequest> = /*@__PURE__*/
+  messageDesc(file_syntera_agent_v1_agent_service, 8);
+
+/**
+ * One response of `GenerateReply`.
+ *
+ * @generated from message syntera.agent.v1.GenerateReplyResponse
+ */
+export type GenerateReplyResponse = Message<"syntera.agent.v1.GenerateReplyResponse"> & {
+  /**
+   * The next piece of the reply's text; the reply is the pieces joined in order. Empty in the first
+   * response, which is sent as soon as the generator is chosen.
+   *
+   * @generated from field: string text_delta = 1;
+   */
+  textDelta: string;
+
+  /**
+   * What produces the reply; set in the first response only.
+   *
+   * @generated from field: syntera.agent.v1.Generator generator = 2;
+   */
+  generator?: Generator | undefined;
+};
+
+/**
+ * Describes the message syntera.agent.v1.GenerateReplyResponse.
+ * Use `create(GenerateReplyResponseSchema)` to create a new message.
+ */
+export const GenerateReplyResponseSchema: GenMessage<GenerateReplyResponse> = /*@__PURE__*/
+  messageDesc(file_syntera_agent_v1_agent_service, 9);
+
+/**
+ * Request for `GenerateSummary`.
+ *
+ * @generated from message syntera.agent.v1.GenerateSummaryRequest
+ */
+export type GenerateSummaryRequest = Message<"syntera.agent.v1.GenerateSummaryRequest"> & {
+  /**
+   * Required. The agent profile whose model summarizes (and whose name the summary uses).
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * Required. The transcript, oldest first: 1 to 500 turns of at most 20000 characters, at most
+   * 100000 characters in all (callers keep the most recent).
+   *
+   * @generated from field: repeated syntera.agent.v1.ConversationTurn turns = 2;
+   */
+  turns: ConversationTurn[];
+
+  /**
+   * Optional. The conversation the summary is for; only written to logs.
+   *
+   * @generated from field: string conversation_id = 3;
+   */
+  conversationId: string;
+};
+
+/**
+ * Describes the message syntera.agent.v1.GenerateSummaryRequest.
+ * Use `create(GenerateSummaryRequestSchema)` to create a new message.
+ */
+export const GenerateSummaryRequestSchema: GenMessage<GenerateSummaryRequest> = /*@__PURE__*/
+  messageDesc(file_syntera_agent_v1_agent_service, 10);
+
+/**
+ * Response of `GenerateSummary`.
+ *
+ * @generated from message syntera.agent.v1.GenerateSummaryResponse
+ */
+export type GenerateSummaryResponse = Message<"syntera.agent.v1.GenerateSummaryResponse"> & {
+  /**
+   * The summary (ABSTRACT) or the extract (EXTRACT), in plain text.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * ABSTRACT when a language model wrote it; EXTRACT when the scripted responder quoted the
+   * transcript (nothing paraphrased, nothing invented).
+   *
+   * @generated from field: syntera.agent.v1.SummaryKind kind = 2;
+   */
+  kind: SummaryKind;
+
+  /**
+   * What produced it.
+   *
+   * @generated from field: syntera.agent.v1.Generator generator = 3;
+   */
+  generator?: Generator | undefined;
+};
+
+/**
+ * Describes the message syntera.agent.v1.GenerateSummaryResponse.
+ * Use `create(GenerateSummaryResponseSchema)` to create a new message.
+ */
+export const GenerateSummaryResponseSchema: GenMessage<GenerateSummaryResponse> = /*@__PURE__*/
+  messageDesc(file_syntera_agent_v1_agent_service, 11);
+
+/**
  * Agent profiles: the name, instructions, greeting and voice settings the voice agent runs with.
  *
  * Every signed-in user can read every profile; a profile is changed only by its owner or a service.
@@ -261,6 +398,37 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof UpdateAgentRequestSchema;
     output: typeof UpdateAgentResponseSchema;
+  },
+  /**
+   * Streams the agent's reply to a conversation's latest user turn: the reply's text in pieces as
+   * it is produced, by the profile's language model (LiveKit Inference, an OpenAI-compatible
+   * endpoint) or by the scripted offline responder, which the first response says. Service callers
+   * only (chat_svc); not reachable through the public edge. Nothing is stored: every call produces
+   * a new reply. Fails with UNAVAILABLE (reason `LLM_UNAVAILABLE` or `LLM_TIMEOUT`: no piece within
+   * the stall bound, or the call's deadline passed) or FAILED_PRECONDITION (`LLM_FAILED`: the model
+   * refused the request or broke the stream; `LLM_EMPTY_REPLY`; `PROVIDER_CHOICE`: the profile asks
+   * for a model this deployment cannot run). A stream that fails after some pieces leaves the reply
+   * incomplete; the caller decides what to keep.
+   *
+   * @generated from rpc syntera.agent.v1.AgentService.GenerateReply
+   */
+  generateReply: {
+    methodKind: "server_streaming";
+    input: typeof GenerateReplyRequestSchema;
+    output: typeof GenerateReplyResponseSchema;
+  },
+  /**
+   * Summarizes a conversation's transcript in a few sentences, with the same generators and errors
+   * as `GenerateReply`. The scripted offline responder does not summarize: it returns an extract of
+   * what was said, and `kind` says so. Service callers only (chat_svc); not reachable through the
+   * public edge.
+   *
+   * @generated from rpc syntera.agent.v1.AgentService.GenerateSummary
+   */
+  generateSummary: {
+    methodKind: "unary";
+    input: typeof GenerateSummaryRequestSchema;
+    output: typeof GenerateSummaryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_syntera_agent_v1_agent_service, 0);

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syntera/agent/v1/resources.proto.
  */
 export const file_syntera_agent_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CiBzeW50ZXJhL2FnZW50L3YxL3Jlc291cmNlcy5wcm90bxIQc3ludGVyYS5hZ2VudC52MSLhAQoNVm9pY2VTZXR0aW5ncxITCgV2b2ljZRgBIAEoCUIE4kEBARIWCghsYW5ndWFnZRgCIAEoCUIE4kEBARIbCg1zcGVha2luZ19yYXRlGAMgASgBQgTiQQEBEhcKCXN0dF9tb2RlbBgEIAEoCUIE4kEBARIXCglsbG1fbW9kZWwYBSABKAlCBOJBAQESFwoJdHRzX21vZGVsGAYgASgJQgTiQQEBEjsKDXByb3ZpZGVyX21vZGUYByABKA4yHi5zeW50ZXJhLmFnZW50LnYxLlByb3ZpZGVyTW9kZUIE4kEBASK0AgoFQWdlbnQSFgoIYWdlbnRfaWQYASABKAlCBOJBAQMSGgoMZGlzcGxheV9uYW1lGAIgASgJQgTiQQECEhoKDGluc3RydWN0aW9ucxgDIAEoCUIE4kEBARIWCghncmVldGluZxgEIAEoCUIE4kEBARI9Cg52b2ljZV9zZXR0aW5ncxgFIAEoCzIfLnN5bnRlcmEuYWdlbnQudjEuVm9pY2VTZXR0aW5nc0IE4kEBARIWCghvd25lcl9pZBgGIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDKmEKDFByb3ZpZGVyTW9kZRIdChlQUk9WSURFUl9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTUFJPVklERVJfTU9ERV9DTE9VRBABEhkKFVBST1ZJREVSX01PREVfT0ZGTElORRACYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_timestamp]);
+  fileDesc("CiBzeW50ZXJhL2FnZW50L3YxL3Jlc291cmNlcy5wcm90bxIQc3ludGVyYS5hZ2VudC52MSLhAQoNVm9pY2VTZXR0aW5ncxITCgV2b2ljZRgBIAEoCUIE4kEBARIWCghsYW5ndWFnZRgCIAEoCUIE4kEBARIbCg1zcGVha2luZ19yYXRlGAMgASgBQgTiQQEBEhcKCXN0dF9tb2RlbBgEIAEoCUIE4kEBARIXCglsbG1fbW9kZWwYBSABKAlCBOJBAQESFwoJdHRzX21vZGVsGAYgASgJQgTiQQEBEjsKDXByb3ZpZGVyX21vZGUYByABKA4yHi5zeW50ZXJhLmFnZW50LnYxLlByb3ZpZGVyTW9kZUIE4kEBASK0AgoFQWdlbnQSFgoIYWdlbnRfaWQYASABKAlCBOJBAQMSGgoMZGlzcGxheV9uYW1lGAIgASgJQgTiQQECEhoKDGluc3RydWN0aW9ucxgDIAEoCUIE4kEBARIWCghncmVldGluZxgEIAEoCUIE4kEBARI9Cg52b2ljZV9zZXR0aW5ncxgFIAEoCzIfLnN5bnRlcmEuYWdlbnQudjEuVm9pY2VTZXR0aW5nc0IE4kEBARIWCghvd25lcl9pZBgGIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIlYKEENvbnZlcnNhdGlvblR1cm4SLgoEcm9sZRgBIAEoDjIaLnN5bnRlcmEuYWdlbnQudjEuVHVyblJvbGVCBOJBAQISEgoEdGV4dBgCIAEoCUIE4kEBAiJVCglHZW5lcmF0b3ISMwoEa2luZBgBIAEoDjIfLnN5bnRlcmEuYWdlbnQudjEuR2VuZXJhdG9yS2luZEIE4kEBAxITCgVtb2RlbBgCIAEoCUIE4kEBAyphCgxQcm92aWRlck1vZGUSHQoZUFJPVklERVJfTU9ERV9VTlNQRUNJRklFRBAAEhcKE1BST1ZJREVSX01PREVfQ0xPVUQQARIZChVQUk9WSURFUl9NT0RFX09GRkxJTkUQAipOCghUdXJuUm9sZRIZChVUVVJOX1JPTEVfVU5TUEVDSUZJRUQQABISCg5UVVJOX1JPTEVfVVNFUhABEhMKD1RVUk5fUk9MRV9BR0VOVBACKqIBCg1HZW5lcmF0b3JLaW5kEh4KGkdFTkVSQVRPUl9LSU5EX1VOU1BFQ0lGSUVEEAASHgoaR0VORVJBVE9SX0tJTkRfQ0xPVURfTU9ERUwQARIqCiZHRU5FUkFUT1JfS0lORF9PUEVOQUlfQ09NUEFUSUJMRV9NT0RFTBACEiUKIUdFTkVSQVRPUl9LSU5EX1NDUklQVEVEX1JFU1BPTkRFUhADKmAKC1N1bW1hcnlLaW5kEhwKGFNVTU1BUllfS0lORF9VTlNQRUNJRklFRBAAEhkKFVNVTU1BUllfS0lORF9BQlNUUkFDVBABEhgKFFNVTU1BUllfS0lORF9FWFRSQUNUEAJiBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_timestamp]);
 
 /**
  * How an agent listens and speaks.
@@ -149,6 +149,62 @@ export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
   messageDesc(file_syntera_agent_v1_resources, 1);
 
 /**
+ * One turn of a conversation as the agent is given it: typed or spoken, by the user or the agent.
+ *
+ * @generated from message syntera.agent.v1.ConversationTurn
+ */
+export type ConversationTurn = Message<"syntera.agent.v1.ConversationTurn"> & {
+  /**
+   * Required. USER or AGENT.
+   *
+   * @generated from field: syntera.agent.v1.TurnRole role = 1;
+   */
+  role: TurnRole;
+
+  /**
+   * Required. What was said or typed (1 to 20000 characters, not only white space).
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message syntera.agent.v1.ConversationTurn.
+ * Use `create(ConversationTurnSchema)` to create a new message.
+ */
+export const ConversationTurnSchema: GenMessage<ConversationTurn> = /*@__PURE__*/
+  messageDesc(file_syntera_agent_v1_resources, 2);
+
+/**
+ * What produced an agent's reply or a summary.
+ *
+ * @generated from message syntera.agent.v1.Generator
+ */
+export type Generator = Message<"syntera.agent.v1.Generator"> & {
+  /**
+   * Output only. A cloud model, an OpenAI-compatible model or the scripted responder.
+   *
+   * @generated from field: syntera.agent.v1.GeneratorKind kind = 1;
+   */
+  kind: GeneratorKind;
+
+  /**
+   * Output only. The model's name, e.g. `openai/gpt-4.1-mini`, `llama3.2` or `profile-responder`.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+};
+
+/**
+ * Describes the message syntera.agent.v1.Generator.
+ * Use `create(GeneratorSchema)` to create a new message.
+ */
+export const GeneratorSchema: GenMessage<Generator> = /*@__PURE__*/
+  messageDesc(file_syntera_agent_v1_resources, 3);
+
+/**
  * Which family of speech and language providers a profile runs on.
  *
  * @generated from enum syntera.agent.v1.ProviderMode
@@ -181,4 +237,114 @@ export enum ProviderMode {
  */
 export const ProviderModeSchema: GenEnum<ProviderMode> = /*@__PURE__*/
   enumDesc(file_syntera_agent_v1_resources, 0);
+
+/**
+ * Who said a turn of a conversation.
+ *
+ * @generated from enum syntera.agent.v1.TurnRole
+ */
+export enum TurnRole {
+  /**
+   * Not given; invalid in requests.
+   *
+   * @generated from enum value: TURN_ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The person.
+   *
+   * @generated from enum value: TURN_ROLE_USER = 1;
+   */
+  USER = 1,
+
+  /**
+   * The AI agent.
+   *
+   * @generated from enum value: TURN_ROLE_AGENT = 2;
+   */
+  AGENT = 2,
+}
+
+/**
+ * Describes the enum syntera.agent.v1.TurnRole.
+ */
+export const TurnRoleSchema: GenEnum<TurnRole> = /*@__PURE__*/
+  enumDesc(file_syntera_agent_v1_resources, 1);
+
+/**
+ * What produced an agent's words.
+ *
+ * @generated from enum syntera.agent.v1.GeneratorKind
+ */
+export enum GeneratorKind {
+  /**
+   * Unknown.
+   *
+   * @generated from enum value: GENERATOR_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A language model of LiveKit Inference (cloud).
+   *
+   * @generated from enum value: GENERATOR_KIND_CLOUD_MODEL = 1;
+   */
+  CLOUD_MODEL = 1,
+
+  /**
+   * A language model at an OpenAI-compatible endpoint (`LLM_BASE_URL`), such as a local Ollama or
+   * llama.cpp server.
+   *
+   * @generated from enum value: GENERATOR_KIND_OPENAI_COMPATIBLE_MODEL = 2;
+   */
+  OPENAI_COMPATIBLE_MODEL = 2,
+
+  /**
+   * The scripted offline responder: fixed rules built from the agent profile; not a language model.
+   *
+   * @generated from enum value: GENERATOR_KIND_SCRIPTED_RESPONDER = 3;
+   */
+  SCRIPTED_RESPONDER = 3,
+}
+
+/**
+ * Describes the enum syntera.agent.v1.GeneratorKind.
+ */
+export const GeneratorKindSchema: GenEnum<GeneratorKind> = /*@__PURE__*/
+  enumDesc(file_syntera_agent_v1_resources, 2);
+
+/**
+ * How a summary was made.
+ *
+ * @generated from enum syntera.agent.v1.SummaryKind
+ */
+export enum SummaryKind {
+  /**
+   * Unknown.
+   *
+   * @generated from enum value: SUMMARY_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Written by a language model from the transcript.
+   *
+   * @generated from enum value: SUMMARY_KIND_ABSTRACT = 1;
+   */
+  ABSTRACT = 1,
+
+  /**
+   * Quoted from the transcript by the scripted responder: nothing paraphrased, nothing invented.
+   *
+   * @generated from enum value: SUMMARY_KIND_EXTRACT = 2;
+   */
+  EXTRACT = 2,
+}
+
+/**
+ * Describes the enum syntera.agent.v1.SummaryKind.
+ */
+export const SummaryKindSchema: GenEnum<SummaryKind> = /*@__PURE__*/
+  enumDesc(file_syntera_agent_v1_resources, 3);
 

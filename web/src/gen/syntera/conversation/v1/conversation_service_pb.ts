@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syntera/conversation/v1/conversation_service.proto.
  */
 export const file_syntera_conversation_v1_conversation_service: GenFile = /*@__PURE__*/
-  fileDesc("CjJzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9jb252ZXJzYXRpb25fc2VydmljZS5wcm90bxIXc3ludGVyYS5jb252ZXJzYXRpb24udjEimwEKGUNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFgoIYWdlbnRfaWQYASABKAlCBOJBAQISNwoHY2hhbm5lbBgCIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWxCBOJBAQISEwoFdGl0bGUYAyABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgEIAEoCUIE4kEBASKPAQoaQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USOwoMY29udmVyc2F0aW9uGAEgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEjQKCWpvaW5faW5mbxgCIAEoCzIhLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkpvaW5JbmZvIjcKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECIlYKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEjsKDGNvbnZlcnNhdGlvbhgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbiJNChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQEicgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRI8Cg1jb252ZXJzYXRpb25zGAEgAygLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChZFbmRDb252ZXJzYXRpb25SZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAiJWChdFbmRDb252ZXJzYXRpb25SZXNwb25zZRI7Cgxjb252ZXJzYXRpb24YASABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb24iYQoSU2VuZE1lc3NhZ2VSZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhISCgR0ZXh0GAIgASgJQgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiSAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIxCgdtZXNzYWdlGAEgASgLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZSKAAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISFwoJcGFnZV9zaXplGAIgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAyABKAlCBOJBAQESFwoJYWZ0ZXJfc2VxGAQgASgDQgTiQQEBImMKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEjIKCG1lc3NhZ2VzGAEgAygLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkikgIKF1JlcG9ydFRyYW5zY3JpcHRSZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhJCCghzZWdtZW50cxgCIAMoCzIqLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlRyYW5zY3JpcHRTZWdtZW50QgTiQQECEl8KDWNhbGxfbWV0YWRhdGEYAyADKAsyQi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBvcnRUcmFuc2NyaXB0UmVxdWVzdC5DYWxsTWV0YWRhdGFFbnRyeUIE4kEBARozChFDYWxsTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlMKDVNlZ21lbnRSZXN1bHQSEgoKc2VnbWVudF9pZBgBIAEoCRILCgNzZXEYAiABKAMSEAoIcmV2aXNpb24YAyABKAMSDwoHY3JlYXRlZBgEIAEoCCJTChhSZXBvcnRUcmFuc2NyaXB0UmVzcG9uc2USNwoHcmVzdWx0cxgBIAMoCzImLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlNlZ21lbnRSZXN1bHQiUgoYV2F0Y2hDb252ZXJzYXRpb25SZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhIXCglhZnRlcl9zZXEYAiABKANCBOJBAQEiCwoJS2VlcEFsaXZlIlAKEUNvbnZlcnNhdGlvbkVuZGVkEjsKDGNvbnZlcnNhdGlvbhgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbiLdAQoZV2F0Y2hDb252ZXJzYXRpb25SZXNwb25zZRIzCgdtZXNzYWdlGAEgASgLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZUgAEkgKEmNvbnZlcnNhdGlvbl9lbmRlZBgCIAEoCzIqLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkVuZGVkSAASOAoKa2VlcF9hbGl2ZRgDIAEoCzIiLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLktlZXBBbGl2ZUgAQgcKBWV2ZW50IhsKGVdhdGNoQ29udmVyc2F0aW9uc1JlcXVlc3Qi6wEKGldhdGNoQ29udmVyc2F0aW9uc1Jlc3BvbnNlEkUKFGNvbnZlcnNhdGlvbl9jcmVhdGVkGAEgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uSAASQwoSY29udmVyc2F0aW9uX2VuZGVkGAIgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uSAASOAoKa2VlcF9hbGl2ZRgDIAEoCzIiLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLktlZXBBbGl2ZUgAQgcKBWV2ZW50MvILChNDb252ZXJzYXRpb25TZXJ2aWNlEpsBChJDcmVhdGVDb252ZXJzYXRpb24SMi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5DcmVhdGVDb252ZXJzYXRpb25SZXF1ZXN0GjMuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL2NvbnZlcnNhdGlvbnMSoQEKD0dldENvbnZlcnNhdGlvbhIvLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkdldENvbnZlcnNhdGlvblJlcXVlc3QaMC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5HZXRDb252ZXJzYXRpb25SZXNwb25zZSIrgtPkkwIlEiMvdjEvY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9uX2lkfRKVAQoRTGlzdENvbnZlcnNhdGlvbnMSMS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaMi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlIhmC0+STAhMSES92MS9jb252ZXJzYXRpb25zEqgBCg9FbmRDb252ZXJzYXRpb24SLy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5FbmRDb252ZXJzYXRpb25SZXF1ZXN0GjAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuRW5kQ29udmVyc2F0aW9uUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH06ZW5kEqEBCgtTZW5kTWVzc2FnZRIrLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBosLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UiN4LT5JMCMToBKiIsL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMSoQEKDExpc3RNZXNzYWdlcxIsLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaLS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5MaXN0TWVzc2FnZXNSZXNwb25zZSI0gtPkkwIuEiwvdjEvY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9uX2lkfS9tZXNzYWdlcxK4AQoQUmVwb3J0VHJhbnNjcmlwdBIwLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlJlcG9ydFRyYW5zY3JpcHRSZXF1ZXN0GjEuc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmVwb3J0VHJhbnNjcmlwdFJlc3BvbnNlIj+C0+STAjk6ASoiNC92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9OnJlcG9ydFRyYW5zY3JpcHQSrwEKEVdhdGNoQ29udmVyc2F0aW9uEjEuc3ludGVyYS5jb252ZXJzYXRpb24udjEuV2F0Y2hDb252ZXJzYXRpb25SZXF1ZXN0GjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuV2F0Y2hDb252ZXJzYXRpb25SZXNwb25zZSIxgtPkkwIrEikvdjEvY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9uX2lkfTp3YXRjaDABEqABChJXYXRjaENvbnZlcnNhdGlvbnMSMi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5XYXRjaENvbnZlcnNhdGlvbnNSZXF1ZXN0GjMuc3ludGVyYS5jb252ZXJzYXRpb24udjEuV2F0Y2hDb252ZXJzYXRpb25zUmVzcG9uc2UiH4LT5JMCGRIXL3YxL2NvbnZlcnNhdGlvbnM6d2F0Y2gwAWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_syntera_conversation_v1_resources]);
+  fileDesc("CjJzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9jb252ZXJzYXRpb25fc2VydmljZS5wcm90bxIXc3ludGVyYS5jb252ZXJzYXRpb24udjEimwEKGUNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFgoIYWdlbnRfaWQYASABKAlCBOJBAQISNwoHY2hhbm5lbBgCIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWxCBOJBAQISEwoFdGl0bGUYAyABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgEIAEoCUIE4kEBASKPAQoaQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USOwoMY29udmVyc2F0aW9uGAEgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEjQKCWpvaW5faW5mbxgCIAEoCzIhLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkpvaW5JbmZvIjcKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECIlYKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEjsKDGNvbnZlcnNhdGlvbhgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbiJNChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQEicgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRI8Cg1jb252ZXJzYXRpb25zGAEgAygLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChZFbmRDb252ZXJzYXRpb25SZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAiJWChdFbmRDb252ZXJzYXRpb25SZXNwb25zZRI7Cgxjb252ZXJzYXRpb24YASABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb24iYQoSU2VuZE1lc3NhZ2VSZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhISCgR0ZXh0GAIgASgJQgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiSAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIxCgdtZXNzYWdlGAEgASgLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZSJMChFSZXRyeVJlcGx5UmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISGAoKbWVzc2FnZV9pZBgCIAEoCUIE4kEBAiJHChJSZXRyeVJlcGx5UmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2UigAEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECEhcKCXBhZ2Vfc2l6ZRgCIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAMgASgJQgTiQQEBEhcKCWFmdGVyX3NlcRgEIAEoA0IE4kEBASJjChRMaXN0TWVzc2FnZXNSZXNwb25zZRIyCghtZXNzYWdlcxgBIAMoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpICChdSZXBvcnRUcmFuc2NyaXB0UmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISQgoIc2VnbWVudHMYAiADKAsyKi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5UcmFuc2NyaXB0U2VnbWVudEIE4kEBAhJfCg1jYWxsX21ldGFkYXRhGAMgAygLMkIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmVwb3J0VHJhbnNjcmlwdFJlcXVlc3QuQ2FsbE1ldGFkYXRhRW50cnlCBOJBAQEaMwoRQ2FsbE1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJTCg1TZWdtZW50UmVzdWx0EhIKCnNlZ21lbnRfaWQYASABKAkSCwoDc2VxGAIgASgDEhAKCHJldmlzaW9uGAMgASgDEg8KB2NyZWF0ZWQYBCABKAgiUwoYUmVwb3J0VHJhbnNjcmlwdFJlc3BvbnNlEjcKB3Jlc3VsdHMYASADKAsyJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZWdtZW50UmVzdWx0IlIKGFdhdGNoQ29udmVyc2F0aW9uUmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISFwoJYWZ0ZXJfc2VxGAIgASgDQgTiQQEBIgsKCUtlZXBBbGl2ZSJQChFDb252ZXJzYXRpb25FbmRlZBI7Cgxjb252ZXJzYXRpb24YASABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb24i3QEKGVdhdGNoQ29udmVyc2F0aW9uUmVzcG9uc2USMwoHbWVzc2FnZRgBIAEoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2VIABJIChJjb252ZXJzYXRpb25fZW5kZWQYAiABKAsyKi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb25FbmRlZEgAEjgKCmtlZXBfYWxpdmUYAyABKAsyIi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5LZWVwQWxpdmVIAEIHCgVldmVudCIbChlXYXRjaENvbnZlcnNhdGlvbnNSZXF1ZXN0IusBChpXYXRjaENvbnZlcnNhdGlvbnNSZXNwb25zZRJFChRjb252ZXJzYXRpb25fY3JlYXRlZBgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkgAEkMKEmNvbnZlcnNhdGlvbl9lbmRlZBgCIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkgAEjgKCmtlZXBfYWxpdmUYAyABKAsyIi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5LZWVwQWxpdmVIAEIHCgVldmVudDKmDQoTQ29udmVyc2F0aW9uU2VydmljZRKbAQoSQ3JlYXRlQ29udmVyc2F0aW9uEjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVxdWVzdBozLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9jb252ZXJzYXRpb25zEqEBCg9HZXRDb252ZXJzYXRpb24SLy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5HZXRDb252ZXJzYXRpb25SZXF1ZXN0GjAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuR2V0Q29udmVyc2F0aW9uUmVzcG9uc2UiK4LT5JMCJRIjL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0SlQEKEUxpc3RDb252ZXJzYXRpb25zEjEuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvY29udmVyc2F0aW9ucxKoAQoPRW5kQ29udmVyc2F0aW9uEi8uc3ludGVyYS5jb252ZXJzYXRpb24udjEuRW5kQ29udmVyc2F0aW9uUmVxdWVzdBowLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkVuZENvbnZlcnNhdGlvblJlc3BvbnNlIjKC0+STAiw6ASoiJy92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9OmVuZBKhAQoLU2VuZE1lc3NhZ2USKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZW5kTWVzc2FnZVJlcXVlc3QaLC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZW5kTWVzc2FnZVJlc3BvbnNlIjeC0+STAjE6ASoiLC92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9L21lc3NhZ2VzErEBCgpSZXRyeVJlcGx5Eiouc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmV0cnlSZXBseVJlcXVlc3QaKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXRyeVJlcGx5UmVzcG9uc2UiSoLT5JMCRDoBKiI/L3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMve21lc3NhZ2VfaWR9OnJldHJ5EqEBCgxMaXN0TWVzc2FnZXMSLC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gi0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiNILT5JMCLhIsL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMSuAEKEFJlcG9ydFRyYW5zY3JpcHQSMC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBvcnRUcmFuc2NyaXB0UmVxdWVzdBoxLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlJlcG9ydFRyYW5zY3JpcHRSZXNwb25zZSI/gtPkkwI5OgEqIjQvdjEvY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9uX2lkfTpyZXBvcnRUcmFuc2NyaXB0Eq8BChFXYXRjaENvbnZlcnNhdGlvbhIxLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uUmVxdWVzdBoyLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uUmVzcG9uc2UiMYLT5JMCKxIpL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH06d2F0Y2gwARKgAQoSV2F0Y2hDb252ZXJzYXRpb25zEjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuV2F0Y2hDb252ZXJzYXRpb25zUmVxdWVzdBozLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uc1Jlc3BvbnNlIh+C0+STAhkSFy92MS9jb252ZXJzYXRpb25zOndhdGNoMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_syntera_conversation_v1_resources]);
 
 /**
  * Request for `CreateConversation`.
@@ -284,6 +284,55 @@ export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__P
   messageDesc(file_syntera_conversation_v1_conversation_service, 9);
 
 /**
+ * Request for `RetryReply`.
+ *
+ * @generated from message syntera.conversation.v1.RetryReplyRequest
+ */
+export type RetryReplyRequest = Message<"syntera.conversation.v1.RetryReplyRequest"> & {
+  /**
+   * Required. The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * Required. The `message_id` of the agent's reply.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.RetryReplyRequest.
+ * Use `create(RetryReplyRequestSchema)` to create a new message.
+ */
+export const RetryReplyRequestSchema: GenMessage<RetryReplyRequest> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_conversation_service, 10);
+
+/**
+ * Response of `RetryReply`.
+ *
+ * @generated from message syntera.conversation.v1.RetryReplyResponse
+ */
+export type RetryReplyResponse = Message<"syntera.conversation.v1.RetryReplyResponse"> & {
+  /**
+   * The reply, GENERATING again (or as it was when it was not FAILED).
+   *
+   * @generated from field: syntera.conversation.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.RetryReplyResponse.
+ * Use `create(RetryReplyResponseSchema)` to create a new message.
+ */
+export const RetryReplyResponseSchema: GenMessage<RetryReplyResponse> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_conversation_service, 11);
+
+/**
  * Request for `ListMessages`.
  *
  * @generated from message syntera.conversation.v1.ListMessagesRequest
@@ -323,7 +372,7 @@ export type ListMessagesRequest = Message<"syntera.conversation.v1.ListMessagesR
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 10);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 12);
 
 /**
  * Response of `ListMessages`.
@@ -351,7 +400,7 @@ export type ListMessagesResponse = Message<"syntera.conversation.v1.ListMessages
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 11);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 13);
 
 /**
  * Request for `ReportTranscript`.
@@ -389,7 +438,7 @@ export type ReportTranscriptRequest = Message<"syntera.conversation.v1.ReportTra
  * Use `create(ReportTranscriptRequestSchema)` to create a new message.
  */
 export const ReportTranscriptRequestSchema: GenMessage<ReportTranscriptRequest> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 12);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 14);
 
 /**
  * What became of one reported segment.
@@ -431,7 +480,7 @@ export type SegmentResult = Message<"syntera.conversation.v1.SegmentResult"> & {
  * Use `create(SegmentResultSchema)` to create a new message.
  */
 export const SegmentResultSchema: GenMessage<SegmentResult> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 13);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 15);
 
 /**
  * Response of `ReportTranscript`.
@@ -452,7 +501,7 @@ export type ReportTranscriptResponse = Message<"syntera.conversation.v1.ReportTr
  * Use `create(ReportTranscriptResponseSchema)` to create a new message.
  */
 export const ReportTranscriptResponseSchema: GenMessage<ReportTranscriptResponse> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 14);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 16);
 
 /**
  * Request for `WatchConversation`.
@@ -482,7 +531,7 @@ export type WatchConversationRequest = Message<"syntera.conversation.v1.WatchCon
  * Use `create(WatchConversationRequestSchema)` to create a new message.
  */
 export const WatchConversationRequestSchema: GenMessage<WatchConversationRequest> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 15);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 17);
 
 /**
  * Sent while a stream is idle so proxies keep it open.
@@ -497,7 +546,7 @@ export type KeepAlive = Message<"syntera.conversation.v1.KeepAlive"> & {
  * Use `create(KeepAliveSchema)` to create a new message.
  */
 export const KeepAliveSchema: GenMessage<KeepAlive> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 16);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 18);
 
 /**
  * Sent once when the conversation ends; the stream then closes.
@@ -518,7 +567,7 @@ export type ConversationEnded = Message<"syntera.conversation.v1.ConversationEnd
  * Use `create(ConversationEndedSchema)` to create a new message.
  */
 export const ConversationEndedSchema: GenMessage<ConversationEnded> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 17);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 19);
 
 /**
  * One event of a conversation.
@@ -563,7 +612,7 @@ export type WatchConversationResponse = Message<"syntera.conversation.v1.WatchCo
  * Use `create(WatchConversationResponseSchema)` to create a new message.
  */
 export const WatchConversationResponseSchema: GenMessage<WatchConversationResponse> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 18);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 20);
 
 /**
  * Request for `WatchConversations`.
@@ -578,7 +627,7 @@ export type WatchConversationsRequest = Message<"syntera.conversation.v1.WatchCo
  * Use `create(WatchConversationsRequestSchema)` to create a new message.
  */
 export const WatchConversationsRequestSchema: GenMessage<WatchConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 19);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 21);
 
 /**
  * One event about the caller's conversations.
@@ -623,7 +672,7 @@ export type WatchConversationsResponse = Message<"syntera.conversation.v1.WatchC
  * Use `create(WatchConversationsResponseSchema)` to create a new message.
  */
 export const WatchConversationsResponseSchema: GenMessage<WatchConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 20);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 22);
 
 /**
  * Conversations between users and AI agents: text messages, voice and video calls, and their
@@ -676,12 +725,34 @@ export const ConversationService: GenService<{
   /**
    * Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
    *
+   * In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
+   * set) that watchers see grow revision by revision and then become final, stored once however
+   * often the message is retried with the same `request_id`. At most one reply is generated at a
+   * time per conversation: a newer user message cancels the reply still being generated (it ends
+   * CANCELLED with what had arrived) and the newer message's reply, which sees both messages,
+   * answers instead. In a call (VOICE or VIDEO) the voice agent answers in the call, by voice and
+   * in the transcript; no reply message is made here.
+   *
    * @generated from rpc syntera.conversation.v1.ConversationService.SendMessage
    */
   sendMessage: {
     methodKind: "unary";
     input: typeof SendMessageRequestSchema;
     output: typeof SendMessageResponseSchema;
+  },
+  /**
+   * Generates a FAILED agent reply again, in place: the same message goes back to GENERATING with
+   * empty text and one more `attempt`, then grows and ends as a reply does. Only the conversation's
+   * newest reply can be retried, and only while no newer user message exists (FAILED_PRECONDITION,
+   * reason `REPLY_SUPERSEDED`); a reply that is not FAILED is returned as it is, so a repeated retry
+   * is harmless. The conversation must be ACTIVE.
+   *
+   * @generated from rpc syntera.conversation.v1.ConversationService.RetryReply
+   */
+  retryReply: {
+    methodKind: "unary";
+    input: typeof RetryReplyRequestSchema;
+    output: typeof RetryReplyResponseSchema;
   },
   /**
    * Lists a conversation's messages in `seq` order.

@@ -7,13 +7,15 @@ import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../../google/api/field_behavior_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Generator, SummaryKind } from "../../agent/v1/resources_pb.js";
+import { file_syntera_agent_v1_resources } from "../../agent/v1/resources_pb.js";
 import type { Message as Message$1 } from "@bufbuild/protobuf";
 
 /**
  * Describes the file syntera/conversation/v1/resources.proto.
  */
 export const file_syntera_conversation_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CidzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9yZXNvdXJjZXMucHJvdG8SF3N5bnRlcmEuY29udmVyc2F0aW9uLnYxInwKCEpvaW5JbmZvEg0KBXRva2VuGAEgASgJEgsKA3VybBgCIAEoCRIRCglyb29tX25hbWUYAyABKAkSEAoIaWRlbnRpdHkYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIq4ECgxDb252ZXJzYXRpb24SHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQEDEhUKB3VzZXJfaWQYAiABKAlCBOJBAQMSEAoIYWdlbnRfaWQYAyABKAkSMQoHY2hhbm5lbBgEIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWwSQQoGc3RhdHVzGAUgASgOMisuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uU3RhdHVzQgTiQQEDEhMKBXRpdGxlGAYgASgJQgTiQQEBEhcKCXJvb21fbmFtZRgHIAEoCUIE4kEBAxJLCghtZXRhZGF0YRgIIAMoCzIzLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbi5NZXRhZGF0YUVudHJ5QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMQoIZHVyYXRpb24YCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSFgoIbGFzdF9zZXEYDCABKANCBOJBAQMaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIroBCgtUdXJuTWV0cmljcxI0ChFlbmRfb2ZfdHVybl9kZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI6ChdsbG1fdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5ChZ0dHNfdGltZV90b19maXJzdF9ieXRlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpwFCgdNZXNzYWdlEhgKCm1lc3NhZ2VfaWQYASABKAlCBOJBAQMSHQoPY29udmVyc2F0aW9uX2lkGAIgASgJQgTiQQEDEhEKA3NlcRgDIAEoA0IE4kEBAxIWCghyZXZpc2lvbhgEIAEoA0IE4kEBAxIxCgRyb2xlGAUgASgOMh0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuUm9sZUIE4kEBAxI8CgZzb3VyY2UYBiABKA4yJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5NZXNzYWdlU291cmNlQgTiQQEDEhIKBHRleHQYByABKAlCBOJBAQMSEwoFZmluYWwYCCABKAhCBOJBAQMSGQoLaW50ZXJydXB0ZWQYCSABKAhCBOJBAQMSGAoKc2VnbWVudF9pZBgKIAEoCUIE4kEBAxI0CgpzdGFydF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSFgoIbGFuZ3VhZ2UYDSABKAlCBOJBAQMSGAoKY29uZmlkZW5jZRgOIAEoAkIE4kEBAxI7CgdtZXRyaWNzGA8gASgLMiQuc3ludGVyYS5jb252ZXJzYXRpb24udjEuVHVybk1ldHJpY3NCBOJBAQMSFwoJc2VuZGVyX2lkGBAgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMi/QIKEVRyYW5zY3JpcHRTZWdtZW50EhgKCnNlZ21lbnRfaWQYASABKAlCBOJBAQISMQoEcm9sZRgCIAEoDjIdLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlJvbGVCBOJBAQISEgoEdGV4dBgDIAEoCUIE4kEBAhITCgVmaW5hbBgEIAEoCEIE4kEBARIZCgtpbnRlcnJ1cHRlZBgFIAEoCEIE4kEBARI0CgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARIyCghlbmRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESFgoIbGFuZ3VhZ2UYCCABKAlCBOJBAQESGAoKY29uZmlkZW5jZRgJIAEoAkIE4kEBARI7CgdtZXRyaWNzGAogASgLMiQuc3ludGVyYS5jb252ZXJzYXRpb24udjEuVHVybk1ldHJpY3NCBOJBAQEqWgoHQ2hhbm5lbBIXChNDSEFOTkVMX1VOU1BFQ0lGSUVEEAASEAoMQ0hBTk5FTF9URVhUEAESEQoNQ0hBTk5FTF9WT0lDRRACEhEKDUNIQU5ORUxfVklERU8QAyqYAQoSQ29udmVyc2F0aW9uU3RhdHVzEiMKH0NPTlZFUlNBVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIeChpDT05WRVJTQVRJT05fU1RBVFVTX0FDVElWRRABEh0KGUNPTlZFUlNBVElPTl9TVEFUVVNfRU5ERUQQAhIeChpDT05WRVJTQVRJT05fU1RBVFVTX0ZBSUxFRBADKjsKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEg4KClJPTEVfQUdFTlQQAipnCg1NZXNzYWdlU291cmNlEh4KGk1FU1NBR0VfU09VUkNFX1VOU1BFQ0lGSUVEEAASFwoTTUVTU0FHRV9TT1VSQ0VfVEVYVBABEh0KGU1FU1NBR0VfU09VUkNFX1RSQU5TQ1JJUFQQAmIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CidzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9yZXNvdXJjZXMucHJvdG8SF3N5bnRlcmEuY29udmVyc2F0aW9uLnYxInwKCEpvaW5JbmZvEg0KBXRva2VuGAEgASgJEgsKA3VybBgCIAEoCRIRCglyb29tX25hbWUYAyABKAkSEAoIaWRlbnRpdHkYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvMECgxDb252ZXJzYXRpb24SHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQEDEhUKB3VzZXJfaWQYAiABKAlCBOJBAQMSEAoIYWdlbnRfaWQYAyABKAkSMQoHY2hhbm5lbBgEIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWwSQQoGc3RhdHVzGAUgASgOMisuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uU3RhdHVzQgTiQQEDEhMKBXRpdGxlGAYgASgJQgTiQQEBEhcKCXJvb21fbmFtZRgHIAEoCUIE4kEBAxJLCghtZXRhZGF0YRgIIAMoCzIzLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbi5NZXRhZGF0YUVudHJ5QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMQoIZHVyYXRpb24YCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSFgoIbGFzdF9zZXEYDCABKANCBOJBAQMSQwoHc3VtbWFyeRgOIAEoCzIsLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvblN1bW1hcnlCBOJBAQMaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIroBCgtUdXJuTWV0cmljcxI0ChFlbmRfb2ZfdHVybl9kZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI6ChdsbG1fdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5ChZ0dHNfdGltZV90b19maXJzdF9ieXRlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uItEFCgdNZXNzYWdlEhgKCm1lc3NhZ2VfaWQYASABKAlCBOJBAQMSHQoPY29udmVyc2F0aW9uX2lkGAIgASgJQgTiQQEDEhEKA3NlcRgDIAEoA0IE4kEBAxIWCghyZXZpc2lvbhgEIAEoA0IE4kEBAxIxCgRyb2xlGAUgASgOMh0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuUm9sZUIE4kEBAxI8CgZzb3VyY2UYBiABKA4yJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5NZXNzYWdlU291cmNlQgTiQQEDEhIKBHRleHQYByABKAlCBOJBAQMSEwoFZmluYWwYCCABKAhCBOJBAQMSGQoLaW50ZXJydXB0ZWQYCSABKAhCBOJBAQMSGAoKc2VnbWVudF9pZBgKIAEoCUIE4kEBAxI0CgpzdGFydF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSFgoIbGFuZ3VhZ2UYDSABKAlCBOJBAQMSGAoKY29uZmlkZW5jZRgOIAEoAkIE4kEBAxI7CgdtZXRyaWNzGA8gASgLMiQuc3ludGVyYS5jb252ZXJzYXRpb24udjEuVHVybk1ldHJpY3NCBOJBAQMSFwoJc2VuZGVyX2lkGBAgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoFcmVwbHkYEyABKAsyHi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBseUIE4kEBAyLLAQoFUmVwbHkSOAoFc3RhdGUYASABKA4yIy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBseVN0YXRlQgTiQQEDEh0KD2luX3JlcGx5X3RvX3NlcRgCIAEoA0IE4kEBAxIcCg5mYWlsdXJlX3JlYXNvbhgDIAEoCUIE4kEBAxI0CglnZW5lcmF0b3IYBCABKAsyGy5zeW50ZXJhLmFnZW50LnYxLkdlbmVyYXRvckIE4kEBAxIVCgdhdHRlbXB0GAUgASgFQgTiQQEDIqMCChNDb252ZXJzYXRpb25TdW1tYXJ5EjoKBXN0YXRlGAEgASgOMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuU3VtbWFyeVN0YXRlQgTiQQEDEhIKBHRleHQYAiABKAlCBOJBAQMSMQoEa2luZBgDIAEoDjIdLnN5bnRlcmEuYWdlbnQudjEuU3VtbWFyeUtpbmRCBOJBAQMSNAoJZ2VuZXJhdG9yGAQgASgLMhsuc3ludGVyYS5hZ2VudC52MS5HZW5lcmF0b3JCBOJBAQMSHAoOZmFpbHVyZV9yZWFzb24YBSABKAlCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIv0CChFUcmFuc2NyaXB0U2VnbWVudBIYCgpzZWdtZW50X2lkGAEgASgJQgTiQQECEjEKBHJvbGUYAiABKA4yHS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Sb2xlQgTiQQECEhIKBHRleHQYAyABKAlCBOJBAQISEwoFZmluYWwYBCABKAhCBOJBAQESGQoLaW50ZXJydXB0ZWQYBSABKAhCBOJBAQESNAoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMgoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEhYKCGxhbmd1YWdlGAggASgJQgTiQQEBEhgKCmNvbmZpZGVuY2UYCSABKAJCBOJBAQESOwoHbWV0cmljcxgKIAEoCzIkLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlR1cm5NZXRyaWNzQgTiQQEBKloKB0NoYW5uZWwSFwoTQ0hBTk5FTF9VTlNQRUNJRklFRBAAEhAKDENIQU5ORUxfVEVYVBABEhEKDUNIQU5ORUxfVk9JQ0UQAhIRCg1DSEFOTkVMX1ZJREVPEAMqmAEKEkNvbnZlcnNhdGlvblN0YXR1cxIjCh9DT05WRVJTQVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHgoaQ09OVkVSU0FUSU9OX1NUQVRVU19BQ1RJVkUQARIdChlDT05WRVJTQVRJT05fU1RBVFVTX0VOREVEEAISHgoaQ09OVkVSU0FUSU9OX1NUQVRVU19GQUlMRUQQAyo7CgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARIOCgpST0xFX0FHRU5UEAIqZwoNTWVzc2FnZVNvdXJjZRIeChpNRVNTQUdFX1NPVVJDRV9VTlNQRUNJRklFRBAAEhcKE01FU1NBR0VfU09VUkNFX1RFWFQQARIdChlNRVNTQUdFX1NPVVJDRV9UUkFOU0NSSVBUEAIqkgEKClJlcGx5U3RhdGUSGwoXUkVQTFlfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVBMWV9TVEFURV9HRU5FUkFUSU5HEAESGAoUUkVQTFlfU1RBVEVfQ09NUExFVEUQAhIWChJSRVBMWV9TVEFURV9GQUlMRUQQAxIZChVSRVBMWV9TVEFURV9DQU5DRUxMRUQQBCp7CgxTdW1tYXJ5U3RhdGUSHQoZU1VNTUFSWV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVNVTU1BUllfU1RBVEVfUEVORElORxABEhcKE1NVTU1BUllfU1RBVEVfUkVBRFkQAhIYChRTVU1NQVJZX1NUQVRFX0ZBSUxFRBADYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp, file_syntera_agent_v1_resources]);
 
 /**
  * How the user joins a call: what `CreateConversation` returns for VOICE and VIDEO.
@@ -153,6 +155,14 @@ export type Conversation = Message$1<"syntera.conversation.v1.Conversation"> & {
    * @generated from field: int64 last_seq = 12;
    */
   lastSeq: bigint;
+
+  /**
+   * Output only. A short summary of a VOICE or VIDEO conversation's transcript, made when the
+   * conversation ends; unset for TEXT and while active.
+   *
+   * @generated from field: syntera.conversation.v1.ConversationSummary summary = 14;
+   */
+  summary?: ConversationSummary | undefined;
 };
 
 /**
@@ -328,6 +338,14 @@ export type Message = Message$1<"syntera.conversation.v1.Message"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 18;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Output only. Set on the agent's reply to a typed user message in a TEXT conversation: where the
+   * reply is (growing, complete, failed, cancelled). Unset on every other message.
+   *
+   * @generated from field: syntera.conversation.v1.Reply reply = 19;
+   */
+  reply?: Reply | undefined;
 };
 
 /**
@@ -336,6 +354,116 @@ export type Message = Message$1<"syntera.conversation.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_syntera_conversation_v1_resources, 3);
+
+/**
+ * An agent's reply to a typed user message in a TEXT conversation.
+ *
+ * @generated from message syntera.conversation.v1.Reply
+ */
+export type Reply = Message$1<"syntera.conversation.v1.Reply"> & {
+  /**
+   * Output only. GENERATING, COMPLETE, FAILED or CANCELLED.
+   *
+   * @generated from field: syntera.conversation.v1.ReplyState state = 1;
+   */
+  state: ReplyState;
+
+  /**
+   * Output only. The `seq` of the user message it answers.
+   *
+   * @generated from field: int64 in_reply_to_seq = 2;
+   */
+  inReplyToSeq: bigint;
+
+  /**
+   * Output only. Why it FAILED, in UPPER_SNAKE: `LLM_UNAVAILABLE`, `LLM_TIMEOUT`, `LLM_FAILED`,
+   * `LLM_EMPTY_REPLY`, `AGENT_SVC_UNAVAILABLE`, `REPLY_TIMEOUT` (no complete reply before the
+   * deadline), `REPLY_ABANDONED` (the chat_svc replica generating it went away) or
+   * `SERVICE_STOPPING`; empty otherwise.
+   *
+   * @generated from field: string failure_reason = 3;
+   */
+  failureReason: string;
+
+  /**
+   * Output only. What produces the reply (a language model, or the scripted offline responder);
+   * unset until known.
+   *
+   * @generated from field: syntera.agent.v1.Generator generator = 4;
+   */
+  generator?: Generator | undefined;
+
+  /**
+   * Output only. 1 for the first generation, one more for every `RetryReply`.
+   *
+   * @generated from field: int32 attempt = 5;
+   */
+  attempt: number;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.Reply.
+ * Use `create(ReplySchema)` to create a new message.
+ */
+export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_resources, 4);
+
+/**
+ * A short summary of a call's transcript, made by the agent when the conversation ended.
+ *
+ * @generated from message syntera.conversation.v1.ConversationSummary
+ */
+export type ConversationSummary = Message$1<"syntera.conversation.v1.ConversationSummary"> & {
+  /**
+   * Output only. PENDING, READY or FAILED.
+   *
+   * @generated from field: syntera.conversation.v1.SummaryState state = 1;
+   */
+  state: SummaryState;
+
+  /**
+   * Output only. The summary in plain text; empty unless READY, and when nothing was said.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * Output only. ABSTRACT (written by a language model) or EXTRACT (quoted from the transcript by
+   * the scripted offline responder, not a summary).
+   *
+   * @generated from field: syntera.agent.v1.SummaryKind kind = 3;
+   */
+  kind: SummaryKind;
+
+  /**
+   * Output only. What made it.
+   *
+   * @generated from field: syntera.agent.v1.Generator generator = 4;
+   */
+  generator?: Generator | undefined;
+
+  /**
+   * Output only. Why it FAILED (UPPER_SNAKE, as for replies); empty otherwise.
+   *
+   * @generated from field: string failure_reason = 5;
+   */
+  failureReason: string;
+
+  /**
+   * Output only. When it became READY or FAILED.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 6;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.ConversationSummary.
+ * Use `create(ConversationSummarySchema)` to create a new message.
+ */
+export const ConversationSummarySchema: GenMessage<ConversationSummary> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_resources, 5);
 
 /**
  * One spoken turn, or part of one, as the voice worker reports it.
@@ -420,7 +548,7 @@ export type TranscriptSegment = Message$1<"syntera.conversation.v1.TranscriptSeg
  * Use `create(TranscriptSegmentSchema)` to create a new message.
  */
 export const TranscriptSegmentSchema: GenMessage<TranscriptSegment> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_resources, 4);
+  messageDesc(file_syntera_conversation_v1_resources, 6);
 
 /**
  * How a conversation is held.
@@ -571,4 +699,95 @@ export enum MessageSource {
  */
 export const MessageSourceSchema: GenEnum<MessageSource> = /*@__PURE__*/
   enumDesc(file_syntera_conversation_v1_resources, 3);
+
+/**
+ * Where an agent's reply to a typed message is.
+ *
+ * @generated from enum syntera.conversation.v1.ReplyState
+ */
+export enum ReplyState {
+  /**
+   * Not a reply.
+   *
+   * @generated from enum value: REPLY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Being generated: `text` grows with every revision and `final` is false.
+   *
+   * @generated from enum value: REPLY_STATE_GENERATING = 1;
+   */
+  GENERATING = 1,
+
+  /**
+   * Complete: `text` is the whole reply and `final` is true.
+   *
+   * @generated from enum value: REPLY_STATE_COMPLETE = 2;
+   */
+  COMPLETE = 2,
+
+  /**
+   * Failed: `failure_reason` says why, `text` holds what had arrived (often nothing) and `final` is
+   * true. `RetryReply` generates it again in place.
+   *
+   * @generated from enum value: REPLY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * Cancelled because a newer user message arrived first (the newer message gets its own reply,
+   * which sees both): `text` holds what had arrived and `final` is true.
+   *
+   * @generated from enum value: REPLY_STATE_CANCELLED = 4;
+   */
+  CANCELLED = 4,
+}
+
+/**
+ * Describes the enum syntera.conversation.v1.ReplyState.
+ */
+export const ReplyStateSchema: GenEnum<ReplyState> = /*@__PURE__*/
+  enumDesc(file_syntera_conversation_v1_resources, 4);
+
+/**
+ * Where a conversation's summary is.
+ *
+ * @generated from enum syntera.conversation.v1.SummaryState
+ */
+export enum SummaryState {
+  /**
+   * Unknown.
+   *
+   * @generated from enum value: SUMMARY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Being made.
+   *
+   * @generated from enum value: SUMMARY_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Made: `text` is the summary (empty when nothing was said).
+   *
+   * @generated from enum value: SUMMARY_STATE_READY = 2;
+   */
+  READY = 2,
+
+  /**
+   * Could not be made: `failure_reason` says why.
+   *
+   * @generated from enum value: SUMMARY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum syntera.conversation.v1.SummaryState.
+ */
+export const SummaryStateSchema: GenEnum<SummaryState> = /*@__PURE__*/
+  enumDesc(file_syntera_conversation_v1_resources, 5);
 

@@ -1,0 +1,36 @@
+"""What a downstream service said when a call failed: the `ErrorInfo` reason of its rich status.
+
+Our services attach `google.rpc.Status` (with `ErrorInfo`) to every error they return; a caller
+that must tell failures apart (an unreachable model from an unreachable service, say) reads the
+reason here instead of parsing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The `ErrorInfo.reason` the callee attached, or "" when it attached none (or it was no service)."""
+    pairs: Iterable[tuple[str, str | bytes]] = cast(Any, error.trailing_metadata()) or ()
+    for key, value in pairs:
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:
+            return ""
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return str(info.reason)
+    return ""
