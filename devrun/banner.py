@@ -206,6 +206,8 @@ def render_banner(
     if settings.uses_embedded_store:
         lines.append(f"  store (MongoDB wire protocol)      mongodb://127.0.0.1:{settings.mongodb_port}")
     lines.append(f"  Envoy admin (localhost only)       http://127.0.0.1:{settings.envoy_admin_port}")
+    worker_up = calls is not None and bool(calls.worker_providers)
+    lines += ["", *telemetry_lines(settings, with_chat=with_chat, with_worker=worker_up)]
     lines += [
         "",
         f"Dev user token for '{DEV_USER}' (12 h; more with `python -m devrun token --user NAME`):",
@@ -257,6 +259,29 @@ def render_banner(
             lines += ["", *voice_call_example(settings, sample)]
     lines += ["", closing_line(calls)]
     return "\n".join(lines)
+
+
+def telemetry_lines(settings: RunSettings, *, with_chat: bool, with_worker: bool) -> list[str]:
+    """Where each process's Prometheus metrics are, and where traces go."""
+    lines = [
+        "Metrics (Prometheus text; scrape or curl them)",
+        f"  agent_svc     http://{_client_host(settings.agent_host)}:{settings.agent_metrics_port}/metrics",
+    ]
+    if with_chat:
+        lines.append(
+            f"  chat_svc      http://{_client_host(settings.chat_host)}:{settings.chat_metrics_port}/metrics"
+        )
+    if with_worker:
+        host = _client_host(settings.worker_http_host)
+        lines.append(f"  voice_worker  http://{host}:{settings.worker_metrics_port}/metrics")
+    lines.append(f"  Envoy         http://127.0.0.1:{settings.envoy_admin_port}/stats/prometheus")
+    if settings.otlp_endpoint:
+        lines.append(f"Traces (OTLP) of every process, Envoy included, go to {settings.otlp_endpoint}")
+    else:
+        lines.append(
+            "Traces are off; set OTEL_EXPORTER_OTLP_ENDPOINT to an OTLP/gRPC collector to turn them on."
+        )
+    return lines
 
 
 def print_banner(

@@ -191,8 +191,18 @@ def plan_ports(
             for udp in range(start, end + 1)
         ]
     plans.append(PortPlan("agent_svc", settings.agent_host, settings.agent_port, "AGENT_SVC_PORT"))
+    plans.append(
+        PortPlan(
+            "agent_svc metrics", settings.agent_host, settings.agent_metrics_port, "AGENT_SVC_METRICS_PORT"
+        )
+    )
     if with_chat:
         plans.append(PortPlan("chat_svc", settings.chat_host, settings.chat_port, "CHAT_SVC_PORT"))
+        plans.append(
+            PortPlan(
+                "chat_svc metrics", settings.chat_host, settings.chat_metrics_port, "CHAT_SVC_METRICS_PORT"
+            )
+        )
     plans += [
         PortPlan("Envoy", settings.envoy_host, settings.envoy_port, "ENVOY_PORT"),
         PortPlan("Envoy admin", "127.0.0.1", settings.envoy_admin_port, "ENVOY_ADMIN_PORT"),
@@ -204,6 +214,15 @@ def plan_ports(
                 settings.worker_http_host,
                 settings.worker_http_port,
                 "VOICE_WORKER_HTTP_PORT",
+            )
+        )
+    if with_worker:
+        plans.append(
+            PortPlan(
+                "voice worker metrics",
+                settings.worker_http_host,
+                settings.worker_metrics_port,
+                "VOICE_WORKER_METRICS_PORT",
             )
         )
     return plans
@@ -262,6 +281,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
             agent_address=agent_address,
             chat_address=chat_address if with_chat else None,
             cors_allowed_origins=settings.origins,
+            otlp_endpoint=settings.otlp_endpoint or None,
         ),
     )
 
@@ -286,6 +306,10 @@ def _overrides(
         "LIVEKIT_URL": livekit.url,
         "LIVEKIT_API_KEY": livekit.keys.api_key,
         "LIVEKIT_API_SECRET": livekit.keys.api_secret,
+        # The ports make run checked and prints; each process serves its metrics there.
+        "AGENT_SVC_METRICS_PORT": str(settings.agent_metrics_port),
+        "CHAT_SVC_METRICS_PORT": str(settings.chat_metrics_port),
+        "VOICE_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
     }
     if with_chat:
         overrides["CHAT_SVC_ADDRESS"] = f"{settings.chat_host}:{settings.chat_port}"

@@ -129,10 +129,13 @@ def test_the_port_plan_holds_livekit_and_the_worker_in_start_order() -> None:
         (17882, "udp", "LIVEKIT_PORT"),
         (17883, "udp", "LIVEKIT_PORT"),
         (50051, "tcp", "AGENT_SVC_PORT"),
+        (9471, "tcp", "AGENT_SVC_METRICS_PORT"),
         (50052, "tcp", "CHAT_SVC_PORT"),
+        (9472, "tcp", "CHAT_SVC_METRICS_PORT"),
         (8080, "tcp", "ENVOY_PORT"),
         (9901, "tcp", "ENVOY_ADMIN_PORT"),
         (18081, "tcp", "VOICE_WORKER_HTTP_PORT"),
+        (9473, "tcp", "VOICE_WORKER_METRICS_PORT"),
     ]
     # A worker health port of 0 is picked by the worker: nothing to check.
     zero = RunSettings.model_validate({"VOICE_WORKER_HTTP_PORT": 0})
@@ -261,6 +264,23 @@ def test_banner_tells_a_newcomer_first_to_open_the_page_and_press_voice_call() -
     assert text.splitlines()[-1].startswith(LAST_LINE + "Voice call: open http://127.0.0.1:5173/")
     assert "!!" not in text  # nothing to warn about
     assert "NOT configured" not in text
+
+
+@pytest.mark.unit
+def test_banner_prints_every_metrics_address_and_where_traces_go() -> None:
+    settings = RunSettings.model_validate({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"})
+    text = render_banner(settings, with_chat=True, token="T", calls=CALLS)
+    for address in (
+        "http://127.0.0.1:9471/metrics",
+        "http://127.0.0.1:9472/metrics",
+        "http://127.0.0.1:9473/metrics",
+        "http://127.0.0.1:9901/stats/prometheus",
+    ):
+        assert address in text
+    assert "go to http://127.0.0.1:4317" in text
+    untraced = render_banner(RunSettings.model_validate({}), with_chat=True, token="T", calls=None)
+    assert "9473" not in untraced  # no worker running, no worker metrics
+    assert "Traces are off" in untraced
 
 
 @pytest.mark.unit
@@ -531,6 +551,9 @@ def run_env(tmp_path: Path) -> dict[str, str]:
         WEB_PORT=str(free_port()),
         LIVEKIT_PORT=str(_free_livekit_port()),
         VOICE_WORKER_HTTP_PORT=str(free_port()),
+        AGENT_SVC_METRICS_PORT=str(free_port()),
+        CHAT_SVC_METRICS_PORT=str(free_port()),
+        VOICE_WORKER_METRICS_PORT=str(free_port()),
         LOG_LEVEL="WARNING",
     )
 
