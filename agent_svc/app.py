@@ -28,6 +28,7 @@ from agent_svc.tokens import TokenMinter, TokenPolicy
 from servicekit import logs, telemetry
 from servicekit.client import open_channel
 from servicekit.server import RunningServer, serve_until_signal, start_server
+from servicekit.settings import DEV_MODE_WARNING
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.livekit.v1 import livekit_service_pb2, livekit_service_pb2_grpc
 
@@ -123,7 +124,7 @@ async def create_server(
         base = await start_server(
             host=settings.host,
             port=settings.port,
-            jwt_secret=settings.jwt_secret,
+            tokens=settings.token_policy(),
             registrars=[register_livekit, register_agents],
             service_names=SERVICE_NAMES,
         )
@@ -192,9 +193,7 @@ def main() -> None:
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format, service="agent_svc")
     if settings.dev_mode:
-        log.warning(
-            "DEV MODE is on: development defaults may be in use; never run it like this in production"
-        )
+        log.warning(DEV_MODE_WARNING)
     try:
         with telemetry.running("agent_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
             asyncio.run(_run(settings))
