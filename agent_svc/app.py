@@ -15,27 +15,41 @@ from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from agent_svc.agent_keeper import AgentKeeper
 from agent_svc.agent_servicer import AgentServicer
 from agent_svc.agent_store import COLLECTION, AgentDirectory
+from agent_svc.call_control import CallControl
+from agent_svc.call_ledger import CallLedger
+from agent_svc.call_servicer import RECEIVE_WEBHOOK_METHOD, CallServicer
+from agent_svc.call_store import CallStore
+from agent_svc.chat_calls import SERVICE_NAME, ChatCallSink
 from agent_svc.chat_ownership import ChatConversationAccess
 from agent_svc.livekit_access import LiveKitAccess
 from agent_svc.livekit_gateway import LiveKitGateway
 from agent_svc.livekit_servicer import LiveKitServicer
 from agent_svc.ownership import ConversationAccess, UncheckedConversationAccess
+from agent_svc.quota import QuotaGuard, QuotaLimits
+from agent_svc.reconcile import Reconciler
 from agent_svc.replies import build_replies
 from agent_svc.settings import AgentSettings
 from agent_svc.tokens import TokenMinter, TokenPolicy
+from agent_svc.webhooks import WebhookIntake
 from servicekit import logs, telemetry
-from servicekit.client import open_channel
+from servicekit.client import ServiceCredentials, open_channel
 from servicekit.server import RunningServer, serve_until_signal, start_server
-from servicekit.settings import DEV_MODE_WARNING
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from syntera.livekit.v1 import livekit_service_pb2, livekit_service_pb2_grpc
+from syntera.livekit.v1 import (
+    call_service_pb2,
+    call_service_pb2_grpc,
+    livekit_service_pb2,
+    livekit_service_pb2_grpc,
+)
 
 log = structlog.get_logger("agent_svc")
 
 SERVICE_NAMES = (
     livekit_service_pb2.DESCRIPTOR.services_by_name["LiveKitService"].full_name,
+    call_service_pb2.DESCRIPTOR.services_by_name["CallService"].full_name,
     agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 )
 # Every MongoDB operation is bounded by this client-side timeout (pymongo CSOT).
@@ -69,7 +83,9 @@ async def create_server(
 ) -> AgentServer:
     """Starts agent_svc on `settings.host:settings.port` (port 0 picks one).
 
-    Health turns SERVING once MongoDB is reachable and the built-in agent profile is seeded.
+    Health turns SERVING once MongoDB is reachable and the built-in agent profile is seeded. Then
+    the call background work starts: sending call records to chat_svc, reconciling the calls with
+    the LiveKit server, and dispatching the agent again where it left its user.
 
     Args:
         settings: Parsed settings.
@@ -88,8 +104,9 @@ async def create_server(
     if mongo_client is None:
         mongo_client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, timeoutMS=MONGODB_TIMEOUT_MS)
         closers.append(mongo_client.close)
+    chat_channel = _chat_channel(settings, closers)
     if conversations is None:
-        conversations = _conversation_access(settings, closers)
+        conversations = _conversation_access(settings, chat_channel)
     gateway = LiveKitGateway(
         settings.livekit_url,
         settings.livekit_api_key,
@@ -110,12 +127,40 @@ async def create_server(
             max_participants=settings.livekit_room_max_participants,
         )
     )
-    directory = AgentDirectory(mongo_client[settings.mongodb_database][COLLECTION])
-    livekit_servicer = LiveKitServicer(LiveKitAccess(minter, gateway, conversations))
+    database = mongo_client[settings.mongodb_database]
+    directory = AgentDirectory(database[COLLECTION])
+    call_store = CallStore(database)
+    sink = None
+    if chat_channel is not None:
+        credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+        sink = ChatCallSink(chat_channel, credentials, settings.chat_svc_timeout_seconds)
+    ledger = CallLedger(call_store, sink)
+    guard = QuotaGuard(
+        call_store,
+        QuotaLimits(
+            concurrent_agent_sessions=settings.quota_max_concurrent_agent_sessions,
+            agent_minutes_per_month=settings.quota_agent_minutes_per_month,
+            participant_minutes_per_month=settings.quota_participant_minutes_per_month,
+            hold_seconds=settings.call_admission_hold_seconds,
+        ),
+    )
+    keeper = AgentKeeper(ledger, gateway, settings.livekit_agent_name) if settings.agent_redispatch else None
+    if keeper is not None:
+        ledger.on_change(keeper.notice)
+    reconciler = Reconciler(ledger, gateway, guard)
+    livekit_servicer = LiveKitServicer(
+        LiveKitAccess(minter, gateway, conversations, CallControl(guard, ledger))
+    )
+    call_servicer = CallServicer(
+        WebhookIntake(settings.livekit_api_key, settings.livekit_api_secret, ledger), guard
+    )
     agent_servicer = AgentServicer(directory, build_replies(settings, directory, closers))
 
     def register_livekit(server: grpc.aio.Server) -> None:
         livekit_service_pb2_grpc.add_LiveKitServiceServicer_to_server(livekit_servicer, server)
+
+    def register_calls(server: grpc.aio.Server) -> None:
+        call_service_pb2_grpc.add_CallServiceServicer_to_server(call_servicer, server)
 
     def register_agents(server: grpc.aio.Server) -> None:
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent_servicer, server)
@@ -124,47 +169,87 @@ async def create_server(
         base = await start_server(
             host=settings.host,
             port=settings.port,
-            tokens=settings.token_policy(),
-            registrars=[register_livekit, register_agents],
+            jwt_secret=settings.jwt_secret,
+            registrars=[register_livekit, register_calls, register_agents],
             service_names=SERVICE_NAMES,
+            self_authenticated=[RECEIVE_WEBHOOK_METHOD],
         )
     except BaseException:
         await _close_all(closers)
         raise
     running = AgentServer(base.server, base.port, base.health, base.service_names, closers)
     try:
-        await _prepare_store(directory)
+        await _prepare_store(directory, call_store)
     except BaseException:
         await running.server.stop(0)
         await running.close_clients()
         raise
+    running.closers.append(_start_call_work(settings, ledger, reconciler, keeper))
     await running.set_serving(True)
     log.info("agent_svc ready", port=running.port, livekit_url=settings.livekit_url)
     return running
 
 
-def _conversation_access(settings: AgentSettings, closers: list[Closer]) -> ConversationAccess:
+def _chat_channel(settings: AgentSettings, closers: list[Closer]) -> grpc.aio.Channel | None:
+    """One channel to chat_svc (ownership checks and call records), or None without chat_svc."""
     if not settings.chat_svc_address:
-        # Settings allow this only in dev mode.
-        log.warning(
-            "DEV MODE: CHAT_SVC_ADDRESS is empty; conversation ownership is NOT checked for user calls",
-        )
-        return UncheckedConversationAccess()
+        return None
     channel = open_channel(settings.chat_svc_address)
 
     async def close_channel() -> None:
         await channel.close(None)
 
     closers.append(close_channel)
+    return channel
+
+
+def _conversation_access(settings: AgentSettings, channel: grpc.aio.Channel | None) -> ConversationAccess:
+    if channel is None:
+        # Settings allow this only in dev mode.
+        log.warning(
+            "DEV MODE: CHAT_SVC_ADDRESS is empty; conversation ownership is NOT checked for user calls "
+            "and call records stay in agent_svc",
+        )
+        return UncheckedConversationAccess()
     return ChatConversationAccess(channel, settings.chat_svc_timeout_seconds)
 
 
-async def _prepare_store(directory: AgentDirectory) -> None:
+def _start_call_work(
+    settings: AgentSettings, ledger: CallLedger, reconciler: Reconciler, keeper: AgentKeeper | None
+) -> Closer:
+    """Starts the call background tasks; returns what stops them."""
+    stop = asyncio.Event()
+
+    async def keep_agents() -> None:
+        assert keeper is not None  # noqa: S101 - only scheduled with a keeper
+        await keeper.adopt_running()
+        await keeper.run(stop)
+
+    tasks = [asyncio.create_task(ledger.run_sync(stop), name="call-sync")]
+    if settings.call_reconcile_seconds > 0:
+        tasks.append(
+            asyncio.create_task(reconciler.run(settings.call_reconcile_seconds, stop), name="call-reconcile")
+        )
+    if keeper is not None:
+        tasks.append(asyncio.create_task(keep_agents(), name="agent-keeper"))
+
+    async def stop_all() -> None:
+        stop.set()
+        _, pending = await asyncio.wait(tasks, timeout=5.0)
+        for task in pending:
+            task.cancel()
+        await ledger.aclose()
+
+    return stop_all
+
+
+async def _prepare_store(directory: AgentDirectory, calls: CallStore) -> None:
     """Seeds the store, retrying while MongoDB is not reachable yet (health stays NOT_SERVING)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while True:
         try:
             await directory.prepare()
+            await calls.prepare()
             return
         except PyMongoError as err:
             if time.monotonic() >= deadline:
@@ -178,6 +263,13 @@ async def _close_all(closers: list[Closer]) -> None:
         await closers.pop()()
 
 
+def _setting_error(error: Any) -> str:
+    """One validation error, naming the variable when it concerns one."""
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    location = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{location}: {message}" if location else message
+
+
 async def _run(settings: AgentSettings) -> None:
     running = await create_server(settings)
     await serve_until_signal(running, settings.shutdown_grace_seconds)
@@ -188,12 +280,14 @@ def main() -> None:
     try:
         settings = AgentSettings()
     except ValidationError as err:
-        messages = "; ".join(str(e.get("msg", "")).removeprefix("Value error, ") for e in err.errors())
+        messages = "; ".join(_setting_error(e) for e in err.errors())
         sys.stderr.write(f"agent_svc: invalid configuration: {messages}\n")
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format, service="agent_svc")
     if settings.dev_mode:
-        log.warning(DEV_MODE_WARNING)
+        log.warning(
+            "DEV MODE is on: development defaults may be in use; never run it like this in production"
+        )
     try:
         with telemetry.running("agent_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
             asyncio.run(_run(settings))

@@ -22,9 +22,20 @@ def check_id(violations: Violations, field_path: str, value: str, *, required: b
         violations.add(field_path, ID_RULE)
 
 
+ROOM_PREFIX = "conversation:"
+
+
 def room_name(conversation_id: str) -> str:
     """The LiveKit room of a conversation."""
-    return f"conversation:{conversation_id}"
+    return f"{ROOM_PREFIX}{conversation_id}"
+
+
+def conversation_of_room(name: str) -> str | None:
+    """The conversation whose room `name` is, or None for any other room."""
+    if not name.startswith(ROOM_PREFIX):
+        return None
+    conversation_id = name[len(ROOM_PREFIX) :]
+    return conversation_id if ID_PATTERN.fullmatch(conversation_id) else None
 
 
 def agent_identity(agent_id: str) -> str:
@@ -32,6 +43,23 @@ def agent_identity(agent_id: str) -> str:
     return f"agent-{agent_id}"
 
 
-def dispatch_metadata(conversation_id: str, agent_id: str) -> str:
-    """The JSON the voice worker reads from `ctx.job.metadata`."""
-    return json.dumps({"conversationId": conversation_id, "agentId": agent_id}, separators=(",", ":"))
+def dispatch_metadata(conversation_id: str, agent_id: str, *, resume: bool = False) -> str:
+    """The JSON the voice worker reads from `ctx.job.metadata`.
+
+    `resume` marks a dispatch that replaces an agent which left its call: the worker then greets
+    with "I'm back" and carries on with the conversation so far.
+    """
+    data: dict[str, object] = {"conversationId": conversation_id, "agentId": agent_id}
+    if resume:
+        data["resume"] = True
+    return json.dumps(data, separators=(",", ":"))
+
+
+def agent_of_dispatch(metadata: str) -> str:
+    """The agent profile named in dispatch metadata; empty when it names none."""
+    try:
+        data = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError:
+        return ""
+    agent_id = data.get("agentId") if isinstance(data, dict) else None
+    return agent_id if isinstance(agent_id, str) and ID_PATTERN.fullmatch(agent_id) else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -55,6 +56,18 @@ class Caller:
     bearer_token: str
 
 
+class CallGate(Protocol):
+    """What LiveKitAccess needs of the call records: admission under the quota, hang-ups."""
+
+    async def admit(self, conversation_id: str, user_id: str, agent_id: str) -> None:
+        """Returns if the call may start (or is live already); RESOURCE_EXHAUSTED otherwise."""
+        ...
+
+    async def hung_up(self, conversation_id: str, room_sid: str) -> None:
+        """Records that the room is being deleted because the conversation ended."""
+        ...
+
+
 class LiveKitAccess:
     """The LiveKitService use cases.
 
@@ -62,14 +75,20 @@ class LiveKitAccess:
         minter: Signs tokens.
         gateway: The LiveKit server API.
         conversations: Ownership checks for user callers.
+        calls: Admission of calls under the quota, and the record of hang-ups.
     """
 
     def __init__(
-        self, minter: TokenMinter, gateway: LiveKitGateway, conversations: ConversationAccess
+        self,
+        minter: TokenMinter,
+        gateway: LiveKitGateway,
+        conversations: ConversationAccess,
+        calls: CallGate,
     ) -> None:
         self._minter = minter
         self._gateway = gateway
         self._conversations = conversations
+        self._calls = calls
         # Serialises room set-up per room in this process, so concurrent CreateRoom/DispatchAgent
         # calls do not both dispatch the agent.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -102,6 +121,8 @@ class LiveKitAccess:
             identity = ids.agent_identity(request.agent_id)
         else:
             identity = request.user_id or principal.subject
+            # A user token for a room that is not live starts a call: the quota decides.
+            await self._calls.admit(request.conversation_id, identity, request.agent_id)
         minted = self._minter.mint(
             TokenSpec(
                 conversation_id=request.conversation_id,
@@ -119,6 +140,7 @@ class LiveKitAccess:
     async def create_room(self, caller: Caller, conversation_id: str, agent_id: str) -> RoomCreated:
         agent_id = await self._agent_for(caller, conversation_id, agent_id)
         name = ids.room_name(conversation_id)
+        await self._calls.admit(conversation_id, _user_of(caller), agent_id)
         async with self._lock(name):
             room, existed = await self._ensure_room(name)
             # LiveKit ignores the dispatch carried in tokens for pre-created rooms (livekit issue 4390):
@@ -136,6 +158,7 @@ class LiveKitAccess:
         """
         agent_id = await self._agent_for(caller, conversation_id, agent_id)
         name = ids.room_name(conversation_id)
+        await self._calls.admit(conversation_id, _user_of(caller), agent_id)
         async with self._lock(name):
             await self._ensure_room(name)
             return await self._ensure_dispatch(name, conversation_id, agent_id)
@@ -160,8 +183,11 @@ class LiveKitAccess:
             await self._owned(caller, conversation_id)
         name = ids.room_name(conversation_id)
         async with self._lock(name):
-            existed = await self._gateway.find_room(name) is not None
-            deleted = existed and await self._gateway.delete_room(name)
+            room = await self._gateway.find_room(name)
+            if room is not None:
+                # Recorded first, so the call ends as hung up, not as left by its users.
+                await self._calls.hung_up(conversation_id, room.sid)
+            deleted = room is not None and await self._gateway.delete_room(name)
         log.info("room deleted", room=name, deleted=deleted)
         return RoomDeleted(name, deleted)
 
@@ -209,6 +235,11 @@ class LiveKitAccess:
             lock = asyncio.Lock()
             self._locks[room] = lock
         return lock
+
+
+def _user_of(caller: Caller) -> str:
+    """The user a call is for when a user asks; a service leaves it to the records."""
+    return "" if caller.principal.is_service else caller.principal.subject
 
 
 def _check_conversation_id(conversation_id: str) -> None:

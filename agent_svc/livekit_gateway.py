@@ -51,12 +51,19 @@ class RoomNotFoundError(Exception):
 class RoomInfo:
     name: str
     sid: str
+    # When the server created the room (UTC microseconds); 0 when it did not say.
+    created_us: int = 0
 
 
 @dataclass(frozen=True)
 class DispatchInfo:
     dispatch_id: str
     agent_name: str
+    metadata: str = ""
+    # Jobs the server handed to workers for this dispatch (0: no worker took it).
+    jobs: int = 0
+    # When the dispatch was made (UTC microseconds).
+    created_us: int = 0
 
 
 class LiveKitGateway:
@@ -83,8 +90,13 @@ class LiveKitGateway:
         reply = await self._call(self._api.room.list_rooms(lk_room.ListRoomsRequest(names=[name])))
         for room in reply.rooms:
             if room.name == name:
-                return RoomInfo(room.name, room.sid)
+                return _room(room)
         return None
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        """Every room the server has now."""
+        reply = await self._call(self._api.room.list_rooms(lk_room.ListRoomsRequest()))
+        return [_room(room) for room in reply.rooms]
 
     async def create_room(self, name: str, empty_timeout: int, max_participants: int) -> RoomInfo:
         """Creates the room (LiveKit returns the existing one if it is already there)."""
@@ -95,7 +107,7 @@ class LiveKitGateway:
                 )
             )
         )
-        return RoomInfo(room.name, room.sid)
+        return _room(room)
 
     async def delete_room(self, name: str) -> bool:
         """Deletes the room; False when there was none."""
@@ -112,7 +124,17 @@ class LiveKitGateway:
 
     async def list_dispatches(self, room: str) -> list[DispatchInfo]:
         dispatches = await self._call(self._api.agent_dispatch.list_dispatch(room))
-        return [DispatchInfo(d.id, d.agent_name) for d in dispatches]
+        return [
+            DispatchInfo(d.id, d.agent_name, d.metadata, len(d.state.jobs), d.state.created_at // 1000)
+            for d in dispatches
+        ]
+
+    async def delete_dispatch(self, room: str, dispatch_id: str) -> None:
+        """Deletes a dispatch (stopping any job it still has); gone already is fine."""
+        try:
+            await self._call(self._api.agent_dispatch.delete_dispatch(dispatch_id, room))
+        except RoomNotFoundError:
+            return
 
     async def create_dispatch(self, room: str, agent_name: str, metadata: str) -> DispatchInfo:
         dispatch = await self._call(
@@ -120,7 +142,7 @@ class LiveKitGateway:
                 lk_dispatch.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
             )
         )
-        return DispatchInfo(dispatch.id, dispatch.agent_name)
+        return DispatchInfo(dispatch.id, dispatch.agent_name, dispatch.metadata)
 
     async def _call(self, call: Awaitable[T]) -> T:
         """Runs one API call under the overall timeout and maps its failures."""
@@ -155,6 +177,11 @@ def _map_server_error(err: lk_api.TwirpError) -> Exception:
     )
 
 
+def _room(room: lk_models.Room) -> RoomInfo:
+    created_ms = room.creation_time_ms or room.creation_time * 1000
+    return RoomInfo(room.name, room.sid, created_ms * 1000)
+
+
 def _participant(info: lk_models.ParticipantInfo) -> ParticipantView:
     joined_ms = info.joined_at_ms or info.joined_at * 1000
     sources: list[TrackSource] = []
@@ -169,4 +196,5 @@ def _participant(info: lk_models.ParticipantInfo) -> ParticipantView:
         state=_STATES.get(info.state, ParticipantState.JOINING),
         join_time=dt.datetime.fromtimestamp(joined_ms / 1000, tz=dt.UTC) if joined_ms else None,
         published_sources=tuple(sources),
+        sid=info.sid,
     )

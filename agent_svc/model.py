@@ -77,3 +77,5 @@ class ParticipantView:
     state: ParticipantState
     join_time: datetime | None
     published_sources: tuple[TrackSource, ...]
+    # LiveKit's id of this connection (a rejoin gets a new one).
+    sid: str = ""

@@ -59,6 +59,26 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
         default=5.0, gt=0, le=60, validation_alias="LIVEKIT_API_TIMEOUT_SECONDS"
     )
 
+    # The deployment's call limits (see agent_svc/quota.py); 0 means unlimited. Defaults: LiveKit's
+    # free tier, which the seed runs on.
+    quota_max_concurrent_agent_sessions: int = Field(
+        default=5, ge=0, le=100_000, validation_alias="QUOTA_MAX_CONCURRENT_AGENT_SESSIONS"
+    )
+    quota_agent_minutes_per_month: int = Field(
+        default=1000, ge=0, le=100_000_000, validation_alias="QUOTA_AGENT_MINUTES_PER_MONTH"
+    )
+    quota_participant_minutes_per_month: int = Field(
+        default=5000, ge=0, le=100_000_000, validation_alias="QUOTA_PARTICIPANT_MINUTES_PER_MONTH"
+    )
+    call_admission_hold_seconds: float = Field(
+        default=120.0, gt=0, le=3600, validation_alias="CALL_ADMISSION_HOLD_SECONDS"
+    )
+    # 0 turns reconciliation off (a LiveKit server shared with rooms that are not ours to list).
+    call_reconcile_seconds: float = Field(
+        default=30.0, ge=0, le=3600, validation_alias="CALL_RECONCILE_SECONDS"
+    )
+    agent_redispatch: bool = Field(default=True, validation_alias="AGENT_REDISPATCH")
+
     # Text replies and summaries (GenerateReply, GenerateSummary).
     reply_stall_seconds: float = Field(
         default=15.0, gt=0, le=300, validation_alias="LLM_STALL_TIMEOUT_SECONDS"

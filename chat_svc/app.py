@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
+from chat_svc.call_records import CallRecords
 from chat_svc.calls import CallSetup
 from chat_svc.changefeed import ChangeFeed, Disruptions
 from chat_svc.conversations import Conversations
@@ -87,6 +88,7 @@ async def create_server(
         conversations,
         messages,
         Transcripts(collections, conversations, messages),
+        CallRecords(collections, conversations, settings.call_end_ends_conversation),
         Watchers(
             collections,
             conversations,
@@ -100,7 +102,7 @@ async def create_server(
     running = await start_server(
         host=settings.host,
         port=settings.port,
-        tokens=settings.token_policy(),
+        jwt_secret=settings.jwt_secret,
         registrars=[
             lambda server: conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
                 servicer, server

@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chat_svc import paging
 from chat_svc.calls import CallSetup
-from chat_svc.records import Channel, Conversation, JoinGrant, Status, now_us
+from chat_svc.records import Call, CallState, Channel, Conversation, JoinGrant, Status, now_us
 from chat_svc.store import Collections, conversation_from_doc, conversation_to_doc, store_errors
 from chat_svc.validation import TITLE_MAX, check_id, check_page_size, check_request_id
 from servicekit.auth import Principal
@@ -176,6 +176,8 @@ class Conversations:
             metadata=metadata,
             create_time_us=now_us(),
             request_id=request.request_id or None,
+            # Until agent_svc reports the room (revision 1 on), the call waits for its user.
+            call=Call(CallState.WAITING, revision=0) if channel.is_call else None,
         )
         try:
             with store_errors():
@@ -246,6 +248,28 @@ class Conversations:
             await self._clean_up_room(conversation_id)
         log.info("conversation ended", conversation_id=conversation_id, first=bool(result.modified_count))
         return await self.with_last_seq(await self.load(conversation_id))
+
+    async def end_with_call(self, conversation: Conversation, ended_at_us: int) -> None:
+        """Ends a conversation because its call ended: same fields as `end`, no room to clean up.
+
+        Conditional on the conversation still being open, so a hang-up racing the call's end wins
+        cleanly either way.
+        """
+        ended_at = max(ended_at_us, conversation.create_time_us)
+        with store_errors():
+            result = await self._c.conversations.update_one(
+                {"_id": conversation.conversation_id, "status": Status.ACTIVE.value},
+                {
+                    "$set": {
+                        "status": Status.ENDED.value,
+                        "end_time": ended_at,
+                        "duration": ended_at - conversation.create_time_us,
+                        "metadata.ended_by": "call",
+                    }
+                },
+            )
+        if result.modified_count:
+            log.info("conversation ended with its call", conversation_id=conversation.conversation_id)
 
     async def _clean_up_room(self, conversation_id: str) -> None:
         try:

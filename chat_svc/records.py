@@ -7,15 +7,12 @@ into strings, and integers sort and compare the same everywhere.
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 
 from chat_svc.reply_records import Reply, Summary
 
-
-def now_us() -> int:
-    """The current UTC time in microseconds since the epoch."""
-    return time.time_ns() // 1000
+# Re-exported: one clock for every chat_svc module (servicekit.times is the mesh's home for time).
+from servicekit.times import now_us as now_us
 
 
 class Channel(enum.StrEnum):
@@ -79,6 +76,7 @@ class Conversation:
     request_id: str | None = None
     last_seq: int = 0
     summary: Summary | None = None
+    call: Call | None = None
 
 
 @dataclass(frozen=True)
@@ -117,3 +115,54 @@ class JoinGrant:
     identity: str
     expire_time_us: int
     agent_name: str
+
+
+class CallState(enum.StrEnum):
+    """Where a call is: waiting for its user, active (a user is in the room), ended."""
+
+    WAITING = "WAITING"
+    ACTIVE = "ACTIVE"
+    ENDED = "ENDED"
+
+
+class CallEndReason(enum.StrEnum):
+    USER_LEFT = "USER_LEFT"
+    NO_SHOW = "NO_SHOW"
+    HUNG_UP = "HUNG_UP"
+    ROOM_LOST = "ROOM_LOST"
+
+
+class ParticipantKind(enum.StrEnum):
+    USER = "USER"
+    AGENT = "AGENT"
+
+
+@dataclass(frozen=True)
+class CallParticipant:
+    """One connection to a call's room; `leave_time_us` is None while connected."""
+
+    identity: str
+    kind: ParticipantKind
+    join_time_us: int
+    leave_time_us: int | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call's record as agent_svc reported it (agent_svc folds it from LiveKit's webhooks).
+
+    `revision` 0 is the record chat_svc writes itself when the call is set up; agent_svc's
+    records start at 1 and only a higher revision replaces a stored one.
+    """
+
+    state: CallState
+    revision: int
+    room_sid: str = ""
+    start_time_us: int | None = None
+    end_time_us: int | None = None
+    duration_us: int | None = None
+    participants: tuple[CallParticipant, ...] = ()
+    agent_join_time_us: int | None = None
+    end_reason: CallEndReason | None = None
+    agent_redispatches: int = 0
+    update_time_us: int | None = None

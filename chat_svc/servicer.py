@@ -8,11 +8,20 @@ from typing import Any
 import grpc
 
 from chat_svc import mapping
+from chat_svc.call_records import CallRecords
 from chat_svc.conversations import Conversations, CreateInput
 from chat_svc.messages import MessageLog
 from chat_svc.replies import Replies
 from chat_svc.transcripts import Transcripts
-from chat_svc.watch import ConversationCreated, ConversationEnded, KeepAlive, MessageChanged, Watchers
+from chat_svc.watch import (
+    CallChanged,
+    CallStateChanged,
+    ConversationCreated,
+    ConversationEnded,
+    KeepAlive,
+    MessageChanged,
+    Watchers,
+)
 from servicekit.context import current_principal
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
@@ -28,12 +37,14 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
         conversations: Conversations,
         messages: MessageLog,
         transcripts: Transcripts,
+        calls: CallRecords,
         watchers: Watchers,
         replies: Replies,
     ) -> None:
         self._conversations = conversations
         self._messages = messages
         self._transcripts = transcripts
+        self._calls = calls
         self._watchers = watchers
         self._replies = replies
 
@@ -122,6 +133,16 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             ]
         )
 
+    async def RecordCall(  # noqa: N802
+        self, request: api.RecordCallRequest, context: Context
+    ) -> api.RecordCallResponse:
+        conversation, applied = await self._calls.record(
+            current_principal(),
+            request.conversation_id,
+            mapping.call_from_pb(request.HasField("call"), request.call),
+        )
+        return api.RecordCallResponse(conversation=mapping.conversation_to_pb(conversation), applied=applied)
+
     async def WatchConversation(  # noqa: N802
         self, request: api.WatchConversationRequest, context: Context
     ) -> AsyncIterator[api.WatchConversationResponse]:
@@ -137,6 +158,8 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
                 )
             elif isinstance(event, KeepAlive):
                 yield api.WatchConversationResponse(keep_alive=api.KeepAlive())
+            elif isinstance(event, CallChanged):
+                yield api.WatchConversationResponse(call_updated=mapping.call_to_pb(event.call))
 
     async def WatchConversations(  # noqa: N802
         self, request: api.WatchConversationsRequest, context: Context
@@ -152,3 +175,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
                 )
             elif isinstance(event, KeepAlive):
                 yield api.WatchConversationsResponse(keep_alive=api.KeepAlive())
+            elif isinstance(event, CallStateChanged):
+                yield api.WatchConversationsResponse(
+                    call_state_changed=mapping.conversation_to_pb(event.conversation)
+                )

@@ -33,6 +33,9 @@ class ChatSettings(CommonSettings):
     conversations_page_size_max: int = Field(
         default=100, ge=1, le=1000, validation_alias="CONVERSATIONS_PAGE_SIZE_MAX"
     )
+    # A voice or video conversation ends when its call ends (the LiveKit room finished); off, it
+    # stays open for text and a later call.
+    call_end_ends_conversation: bool = Field(default=True, validation_alias="CALL_END_ENDS_CONVERSATION")
     messages_page_size: int = Field(default=100, ge=1, le=500, validation_alias="MESSAGES_PAGE_SIZE")
     # The agent's replies in TEXT conversations and the summaries of calls (chat_svc.replies).
     reply_timeout_seconds: float = Field(default=60.0, gt=0, le=600, validation_alias="REPLY_TIMEOUT_SECONDS")

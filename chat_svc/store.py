@@ -17,7 +17,20 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
-from chat_svc.records import Channel, Conversation, Message, Role, Source, Status, TurnMetrics
+from chat_svc.records import (
+    Call,
+    CallEndReason,
+    CallParticipant,
+    CallState,
+    Channel,
+    Conversation,
+    Message,
+    ParticipantKind,
+    Role,
+    Source,
+    Status,
+    TurnMetrics,
+)
 from chat_svc.reply_records import reply_from_doc, reply_to_doc, summary_from_doc
 from servicekit.errors import DomainError, ErrorKind
 
@@ -122,6 +135,8 @@ def conversation_to_doc(conversation: Conversation) -> Document:
     }
     if conversation.request_id is not None:
         doc["request_id"] = conversation.request_id
+    if conversation.call is not None:
+        doc["call"] = call_to_doc(conversation.call)
     return doc
 
 
@@ -141,6 +156,56 @@ def conversation_from_doc(doc: Mapping[str, Any], last_seq: int | None = None) -
         request_id=doc.get("request_id"),
         last_seq=int(last_seq if last_seq is not None else doc.get("last_seq", 0)),
         summary=summary_from_doc(doc.get("summary")),
+        call=call_from_doc(doc["call"]) if doc.get("call") else None,
+    )
+
+
+def call_to_doc(call: Call) -> Document:
+    return {
+        "state": call.state.value,
+        "revision": call.revision,
+        "room_sid": call.room_sid,
+        "start_time": call.start_time_us,
+        "end_time": call.end_time_us,
+        "duration": call.duration_us,
+        "participants": [
+            {
+                "identity": p.identity,
+                "kind": p.kind.value,
+                "join_time": p.join_time_us,
+                "leave_time": p.leave_time_us,
+            }
+            for p in call.participants
+        ],
+        "agent_join_time": call.agent_join_time_us,
+        "end_reason": call.end_reason.value if call.end_reason else None,
+        "agent_redispatches": call.agent_redispatches,
+        "update_time": call.update_time_us,
+    }
+
+
+def call_from_doc(doc: Mapping[str, Any]) -> Call:
+    reason = doc.get("end_reason")
+    return Call(
+        state=CallState(doc["state"]),
+        revision=int(doc.get("revision") or 0),
+        room_sid=str(doc.get("room_sid") or ""),
+        start_time_us=_opt_int(doc.get("start_time")),
+        end_time_us=_opt_int(doc.get("end_time")),
+        duration_us=_opt_int(doc.get("duration")),
+        participants=tuple(
+            CallParticipant(
+                identity=str(p.get("identity") or ""),
+                kind=ParticipantKind(p["kind"]),
+                join_time_us=int(p["join_time"]),
+                leave_time_us=_opt_int(p.get("leave_time")),
+            )
+            for p in doc.get("participants") or ()
+        ),
+        agent_join_time_us=_opt_int(doc.get("agent_join_time")),
+        end_reason=CallEndReason(reason) if reason else None,
+        agent_redispatches=int(doc.get("agent_redispatches") or 0),
+        update_time_us=_opt_int(doc.get("update_time")),
     )
 
 

@@ -29,8 +29,11 @@ from chat_svc.validation import (
     SEGMENT_ID_PATTERN,
     SEGMENT_TEXT_MAX,
     SEGMENTS_MAX,
+    RawTime,
     check_id,
 )
+from chat_svc.validation import duration_us as _duration_us
+from chat_svc.validation import timestamp_us as _timestamp_us
 from servicekit.auth import Principal
 from servicekit.errors import (
     DomainError,
@@ -43,11 +46,6 @@ from servicekit.errors import (
 
 log = structlog.get_logger("chat_svc.transcripts")
 
-# protobuf Timestamp bounds (0001-01-01 to 9999-12-31) and Duration bounds.
-_TIMESTAMP_MIN_S = -62_135_596_800
-_TIMESTAMP_MAX_S = 253_402_300_799
-_DURATION_MAX_S = 315_576_000_000
-_NANOS_MAX = 999_999_999
 # Optimistic updates retry when another writer changed the same segment in between.
 _MAX_UPDATE_ATTEMPTS = 32
 # Conversations are never deleted, so "this id exists" can be remembered (bounded).
@@ -56,14 +54,6 @@ _KNOWN_MAX = 10_000
 _CALL_METADATA_MAX_ENTRIES = 16
 _CALL_METADATA_KEY = re.compile(r"[a-z0-9_]{1,40}")
 _CALL_METADATA_VALUE_MAX = 200
-
-
-@dataclass(frozen=True)
-class RawTime:
-    """Seconds and nanos exactly as the request carried them (Timestamp or Duration)."""
-
-    seconds: int
-    nanos: int
 
 
 @dataclass(frozen=True)
@@ -90,27 +80,6 @@ class SegmentResult:
     seq: int
     revision: int
     created: bool
-
-
-def _timestamp_us(violations: Violations, field: str, value: RawTime | None) -> int | None:
-    if value is None:
-        return None
-    if not (_TIMESTAMP_MIN_S <= value.seconds <= _TIMESTAMP_MAX_S) or not (0 <= value.nanos <= _NANOS_MAX):
-        violations.add(field, "is not a valid timestamp")
-        return None
-    return value.seconds * 1_000_000 + value.nanos // 1000
-
-
-def _duration_us(violations: Violations, field: str, value: RawTime | None) -> int | None:
-    if value is None:
-        return None
-    if value.seconds < 0 or value.nanos < 0:
-        violations.add(field, "must not be negative")
-        return None
-    if value.seconds > _DURATION_MAX_S or value.nanos > _NANOS_MAX:
-        violations.add(field, "is not a valid duration")
-        return None
-    return value.seconds * 1_000_000 + value.nanos // 1000
 
 
 @dataclass(frozen=True)

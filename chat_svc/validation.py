@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from servicekit.errors import Violations
 
@@ -15,6 +16,42 @@ TITLE_MAX = 200
 MESSAGE_TEXT_MAX = 4000
 SEGMENT_TEXT_MAX = 20000
 SEGMENTS_MAX = 100
+# protobuf Timestamp bounds (0001-01-01 to 9999-12-31) and Duration bounds.
+_TIMESTAMP_MIN_S = -62_135_596_800
+_TIMESTAMP_MAX_S = 253_402_300_799
+_DURATION_MAX_S = 315_576_000_000
+_NANOS_MAX = 999_999_999
+
+
+@dataclass(frozen=True)
+class RawTime:
+    """Seconds and nanos exactly as the request carried them (Timestamp or Duration)."""
+
+    seconds: int
+    nanos: int
+
+
+def timestamp_us(violations: Violations, field: str, value: RawTime | None) -> int | None:
+    """A Timestamp in UTC microseconds; a violation when it lies outside protobuf's range."""
+    if value is None:
+        return None
+    if not (_TIMESTAMP_MIN_S <= value.seconds <= _TIMESTAMP_MAX_S) or not (0 <= value.nanos <= _NANOS_MAX):
+        violations.add(field, "is not a valid timestamp")
+        return None
+    return value.seconds * 1_000_000 + value.nanos // 1000
+
+
+def duration_us(violations: Violations, field: str, value: RawTime | None) -> int | None:
+    """A Duration in microseconds; a violation when negative or outside protobuf's range."""
+    if value is None:
+        return None
+    if value.seconds < 0 or value.nanos < 0:
+        violations.add(field, "must not be negative")
+        return None
+    if value.seconds > _DURATION_MAX_S or value.nanos > _NANOS_MAX:
+        violations.add(field, "is not a valid duration")
+        return None
+    return value.seconds * 1_000_000 + value.nanos // 1000
 
 
 def check_id(violations: Violations, field: str, value: str, *, required: bool = True) -> None:

@@ -24,7 +24,7 @@ from pymongo import ASCENDING
 from chat_svc import metrics
 from chat_svc.changefeed import Change, ChangeFeed, Signal, Subscription
 from chat_svc.conversations import Conversations
-from chat_svc.records import Conversation, Message, Status
+from chat_svc.records import Call, CallState, Conversation, Message, Status
 from chat_svc.store import Collections, conversation_from_doc, message_from_doc, store_errors
 from chat_svc.validation import check_id
 from servicekit.auth import Principal
@@ -68,8 +68,22 @@ class ConversationEnded:
     conversation: Conversation
 
 
-ConversationEvent = MessageChanged | ConversationEnded | KeepAlive
-UserEvent = ConversationCreated | ConversationEnded | KeepAlive
+@dataclass(frozen=True)
+class CallChanged:
+    """The conversation's call record changed (a higher revision)."""
+
+    call: Call
+
+
+@dataclass(frozen=True)
+class CallStateChanged:
+    """A conversation's call moved to another state (waiting, active, ended)."""
+
+    conversation: Conversation
+
+
+ConversationEvent = MessageChanged | CallChanged | ConversationEnded | KeepAlive
+UserEvent = ConversationCreated | CallStateChanged | ConversationEnded | KeepAlive
 
 
 @dataclass
@@ -79,6 +93,14 @@ class _Delivered:
     high: int
     revisions: dict[int, int] = field(default_factory=dict)
     interim: set[int] = field(default_factory=set)
+    # Records from agent_svc start at revision 1; chat_svc's own "waiting" record (0) is not news.
+    call_revision: int = 0
+
+    def accept_call(self, call: Call | None) -> bool:
+        if call is None or call.revision <= self.call_revision:
+            return False
+        self.call_revision = call.revision
+        return True
 
     def accept(self, message: Message) -> bool:
         if self.revisions.get(message.seq, 0) >= message.revision:
@@ -164,11 +186,14 @@ class Watchers:
                     if delivered.accept(message):
                         metrics.delivered_live(message)
                         yield MessageChanged(message)
-                elif isinstance(item, Change) and item.document.get("status") == Status.ENDED.value:
-                    yield ConversationEnded(
-                        await self._conversations.with_last_seq(conversation_from_doc(item.document))
-                    )
-                    return
+                elif isinstance(item, Change):
+                    changed = conversation_from_doc(item.document)
+                    if delivered.accept_call(changed.call):
+                        assert changed.call is not None  # noqa: S101 - accept_call refuses None
+                        yield CallChanged(changed.call)
+                    if changed.status is Status.ENDED:
+                        yield ConversationEnded(await self._conversations.with_last_seq(changed))
+                        return
         finally:
             self._messages_feed.unsubscribe(conversation_id, subscription)
             self._conversations_feed.unsubscribe(conversation_key, subscription)
@@ -179,6 +204,8 @@ class Watchers:
         key = f"user:{principal.subject}"
         self._conversations_feed.subscribe(key, subscription)
         ended_sent: set[str] = set()
+        # The call state last sent (or seen at creation) per conversation, to send only changes.
+        call_states: dict[str, CallState] = {}
         try:
             await self._conversations_feed.wait_open(self._store_timeout)
             yield KeepAlive()  # subscribed: from here on nothing is missed
@@ -190,8 +217,16 @@ class Watchers:
                     return
                 elif isinstance(item, Change):
                     conversation = conversation_from_doc(item.document)
+                    call = conversation.call
                     if item.operation == "insert":
                         yield ConversationCreated(conversation)
+                        if call is not None:
+                            call_states[conversation.conversation_id] = call.state
+                    # Only agent_svc's records (revision 1 on) say something about the call.
+                    elif call is not None and call.revision > 0:
+                        if call_states.get(conversation.conversation_id) is not call.state:
+                            call_states[conversation.conversation_id] = call.state
+                            yield CallStateChanged(conversation)
                     if conversation.status is Status.ENDED and conversation.conversation_id not in ended_sent:
                         ended_sent.add(conversation.conversation_id)
                         yield ConversationEnded(conversation)
@@ -202,13 +237,17 @@ class Watchers:
     async def _catch_up(
         self, conversation_id: str, query: dict[str, Any], delivered: _Delivered
     ) -> list[ConversationEvent]:
-        """Stored messages the client has not seen, then ConversationEnded if it has ended."""
+        """Stored messages the client has not seen, the call if it changed, then ConversationEnded
+        if it has ended."""
         events: list[ConversationEvent] = [
             MessageChanged(m) for m in await self._replay(query) if delivered.accept(m)
         ]
-        ended = await self._ended(conversation_id)
-        if ended is not None:
-            events.append(ConversationEnded(ended))
+        conversation = await self._conversations.load(conversation_id)
+        if delivered.accept_call(conversation.call):
+            assert conversation.call is not None  # noqa: S101 - accept_call refuses None
+            events.append(CallChanged(conversation.call))
+        if conversation.status is Status.ENDED:
+            events.append(ConversationEnded(await self._conversations.with_last_seq(conversation)))
         return events
 
     async def _replay(self, query: dict[str, Any]) -> list[Message]:
@@ -229,9 +268,3 @@ class Watchers:
                 log.info("replay waiting for the store", reason=exc.reason)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-
-    async def _ended(self, conversation_id: str) -> Conversation | None:
-        conversation = await self._conversations.load(conversation_id)
-        if conversation.status is not Status.ENDED:
-            return None
-        return await self._conversations.with_last_seq(conversation)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DESCRIPTOR = ROOT / "envoy" / "syntera.pb"
 
 LIVEKIT_SERVICE = "syntera.livekit.v1.LiveKitService"
+CALL_SERVICE = "syntera.livekit.v1.CallService"
 AGENT_SERVICE = "syntera.agent.v1.AgentService"
 CONVERSATION_SERVICE = "syntera.conversation.v1.ConversationService"
 
@@ -41,6 +42,7 @@ INTERNAL_METHODS = (
     # The agent's replies and summaries cost model time: chat_svc asks for them, users never do.
     f"/{AGENT_SERVICE}/GenerateReply",
     f"/{AGENT_SERVICE}/GenerateSummary",
+    f"/{CONVERSATION_SERVICE}/RecordCall",
 )
 
 CORS_ALLOW_HEADERS = (
@@ -395,7 +397,7 @@ def _grpc_mapper(status: int, code: int, message: str) -> dict[str, Any]:
 
 
 def _http_filters(config: EdgeConfig) -> list[dict[str, Any]]:
-    services = [LIVEKIT_SERVICE, AGENT_SERVICE]
+    services = [LIVEKIT_SERVICE, CALL_SERVICE, AGENT_SERVICE]
     if config.chat_address is not None:
         services.append(CONVERSATION_SERVICE)
     transcoder = {
@@ -457,7 +459,7 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
         }
         for method in INTERNAL_METHODS
     ]
-    upstreams = [(LIVEKIT_SERVICE, "agent_svc"), (AGENT_SERVICE, "agent_svc")]
+    upstreams = [(LIVEKIT_SERVICE, "agent_svc"), (CALL_SERVICE, "agent_svc"), (AGENT_SERVICE, "agent_svc")]
     if config.chat_address is not None:
         upstreams.append((CONVERSATION_SERVICE, "chat_svc"))
     for service, cluster in upstreams:

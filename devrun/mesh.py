@@ -13,7 +13,6 @@ that need many meshes side by side and must restart single processes on the same
 
 from __future__ import annotations
 
-import secrets
 import socket
 import uuid
 from collections.abc import Mapping
@@ -108,8 +107,7 @@ class Mesh:
         envoy_admin_port: Envoy's admin port (loopback).
         livekit: The LiveKit server or stand-in.
         database: The MongoDB database the services use.
-        jwt_secret: The secret the services verify user tokens with.
-        service_jwt_secret: The secret services sign their tokens for each other with.
+        jwt_secret: The secret the services verify bearer tokens with.
         log_dir: Where each process's log file is (`<name>.log`).
     """
 
@@ -122,11 +120,11 @@ class Mesh:
     database: str
     jwt_secret: str
     log_dir: Path
-    service_jwt_secret: str = field(repr=False, default="")
     _env: dict[str, str] = field(repr=False, default_factory=dict)
     _workdir: Path = field(repr=False, default=ROOT)
     _edge: EdgeConfig | None = field(repr=False, default=None)
     _launcher: LiveKitLauncher | None = field(repr=False, default=None)
+    _webhook_urls: tuple[str, ...] = field(repr=False, default=())
     _procs: dict[str, ManagedProcess] = field(repr=False, default_factory=dict)
 
     @property
@@ -172,7 +170,7 @@ class Mesh:
         elif name == LIVEKIT and self._launcher is not None:
             self._procs[name] = self._launcher.launch(self.livekit, self.log_dir, self._workdir)
         elif name == LIVEKIT:
-            self._procs[name] = _start_livekit(self.livekit, self.log_dir, self._workdir)
+            self._procs[name] = _start_livekit(self.livekit, self.log_dir, self._workdir, self._webhook_urls)
         elif name == ENVOY and self._edge is not None:
             self._procs[name] = _start_envoy(self._edge, self.log_dir)
         elif name == VOICE_WORKER and self.livekit.kind == "server":
@@ -208,7 +206,6 @@ def start_mesh(
     workdir: Path,
     *,
     jwt_secret: str,
-    service_jwt_secret: str | None = None,
     database: str | None = None,
     with_chat: bool | None = None,
     with_envoy: bool = True,
@@ -217,15 +214,14 @@ def start_mesh(
     cors_allowed_origins: tuple[str, ...] = ("http://allowed.example",),
     extra_env: Mapping[str, str] | None = None,
     log_level: str = "INFO",
+    webhook_url: str | None = None,
 ) -> Mesh:
     """Starts LiveKit, agent_svc, chat_svc, Envoy and optionally the voice worker, each until ready.
 
     Args:
         store: The running embedded store.
         workdir: Folder for logs, configs, the worker's outbox and the children's working directory.
-        jwt_secret: The secret the services verify user tokens with (outside dev mode).
-        service_jwt_secret: The secret services sign their tokens for each other with; a fresh
-            one when None (`Mesh.service_jwt_secret` has it).
+        jwt_secret: The secret the services verify bearer tokens with (outside dev mode).
         database: MongoDB database name; a fresh one when None.
         with_chat: Start chat_svc; None means "when the chat_svc package exists".
         with_envoy: Start Envoy.
@@ -234,6 +230,8 @@ def start_mesh(
         cors_allowed_origins: Origins Envoy's CORS policy allows.
         extra_env: More environment for every service (overrides the defaults).
         log_level: The services' log level (`make run` uses INFO).
+        webhook_url: Where the real LiveKit server sends its webhooks. None: Envoy's
+            `/api/livekit/webhook` (none without Envoy); "": nowhere.
 
     Returns:
         The running mesh; call `close()`.
@@ -245,7 +243,6 @@ def start_mesh(
     workdir.mkdir(parents=True, exist_ok=True)
     log_dir = workdir / "logs"
     database = database or f"mesh_{uuid.uuid4().hex[:12]}"
-    service_jwt_secret = service_jwt_secret or secrets.token_urlsafe(32)
     if livekit is None:
         keys = LiveKitKeys.generate()
         endpoint = LiveKitEndpoint(free_port(), keys.api_key, keys.api_secret, "server", free_udp_port())
@@ -259,7 +256,6 @@ def start_mesh(
         # the ownership check it would make against chat_svc.
         "SYNTERA_DEV_MODE": "false" if with_chat else "true",
         "SYNTERA_JWT_SECRET": jwt_secret,
-        "SYNTERA_SERVICE_JWT_SECRET": service_jwt_secret,
         "LOG_LEVEL": log_level,
         "LOG_FORMAT": "json",
         "MONGODB_URI": store.uri,
@@ -272,6 +268,8 @@ def start_mesh(
         "LIVEKIT_API_KEY": endpoint.api_key,
         "LIVEKIT_API_SECRET": endpoint.api_secret,
         "LIVEKIT_API_TIMEOUT_SECONDS": "3",
+        # Tests and benchmarks hold many calls at once; a quota test sets its limits in extra_env.
+        "QUOTA_MAX_CONCURRENT_AGENT_SESSIONS": "0",
         # Each process its own Prometheus endpoint (see `Mesh.metrics_url`); a replica started
         # from `Mesh.env` must be given another.
         "AGENT_SVC_METRICS_PORT": str(free_port()),
@@ -298,6 +296,8 @@ def start_mesh(
             access_log=True,
             limits=MESH_EDGE_LIMITS,
         )
+    if webhook_url is None:
+        webhook_url = webhook_endpoint(f"http://127.0.0.1:{envoy_port}") if envoy_port else ""
     mesh = Mesh(
         agent_addr=agent_addr,
         chat_addr=chat_addr,
@@ -308,11 +308,11 @@ def start_mesh(
         database=database,
         jwt_secret=jwt_secret,
         log_dir=log_dir,
-        service_jwt_secret=service_jwt_secret,
         _env=env,
         _workdir=workdir,
         _edge=edge,
         _launcher=livekit,
+        _webhook_urls=(webhook_url,) if webhook_url else (),
     )
     try:
         for name in (LIVEKIT, AGENT_SVC, CHAT_SVC, ENVOY, VOICE_WORKER):
@@ -327,6 +327,11 @@ def start_mesh(
         mesh.close()
         raise
     return mesh
+
+
+def webhook_endpoint(edge_url: str) -> str:
+    """The edge's path for LiveKit webhooks (CallService.ReceiveWebhook), under `edge_url`."""
+    return f"{edge_url.rstrip('/')}/api/livekit/webhook"
 
 
 def free_udp_port() -> int:
@@ -349,9 +354,15 @@ def _start_service(
     return proc
 
 
-def _start_livekit(livekit: LiveKitEndpoint, log_dir: Path, cwd: Path) -> ManagedProcess:
+def _start_livekit(
+    livekit: LiveKitEndpoint, log_dir: Path, cwd: Path, webhook_urls: tuple[str, ...]
+) -> ManagedProcess:
     config = LiveKitServerConfig(
-        keys=livekit.keys, port=livekit.port, udp_port_start=livekit.udp_port, udp_ports=1
+        keys=livekit.keys,
+        port=livekit.port,
+        udp_port_start=livekit.udp_port,
+        udp_ports=1,
+        webhook_urls=webhook_urls,
     )
     proc = spawn_server(config, cwd / "livekit.json", log_dir / "livekit.log")
     try:

@@ -28,6 +28,7 @@ GOOGLEAPIS_FILES = (
     "google/api/annotations.proto",
     "google/api/http.proto",
     "google/api/field_behavior.proto",
+    "google/api/httpbody.proto",
     "google/rpc/code.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",

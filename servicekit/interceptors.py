@@ -39,19 +39,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(
         self,
-        tokens: auth.TokenPolicy,
+        jwt_secret: str,
         public_prefixes: Collection[str] = PUBLIC_PREFIXES,
         self_authenticated: Collection[str] = (),
     ) -> None:
         """
         Args:
-            tokens: Which bearer tokens are accepted (users' and services', each with its secret).
+            jwt_secret: Verifies bearer tokens.
             public_prefixes: Methods left entirely alone (health, reflection).
             self_authenticated: Full method names whose callers cannot send our bearer token (LiveKit's
                 webhook, signed its own way). They get no principal; the handler must verify the
                 request itself. Errors, request id and access log are handled as for any method.
         """
-        self._tokens = tokens
+        self._secret = jwt_secret
         self._public = tuple(public_prefixes)
         self._self_authenticated = frozenset(self_authenticated)
 
@@ -94,8 +94,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             raise DomainError(
                 ErrorKind.UNAUTHENTICATED, "TOKEN_MISSING", "authorization must be 'Bearer <token>'"
             )
-        # Envoy marks every call it forwards: those come from outside, where no service calls.
-        principal = self._tokens.verify(token.strip(), from_edge=auth.EDGE_HEADER in metadata)
+        principal = auth.verify(token.strip(), self._secret)
         # Bound only after verification, and reset by the wrapper's `finally` with the rest.
         context.bind_bearer_token(token.strip())
         return principal

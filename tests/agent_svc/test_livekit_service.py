@@ -673,7 +673,10 @@ async def test_livekit_failures_are_mapped(
 ) -> None:
     # Faults the real server does not produce on demand: the stand-in answers every call with one.
     async with LiveKitStandIn(LIVEKIT_KEY, LIVEKIT_SECRET, FAULTS[fault]) as standin:
-        agent_svc = await start_agent_svc(store, database_name, chat_server, standin.url)
+        # No reconciliation: its own ListRooms would be counted below.
+        agent_svc = await start_agent_svc(
+            store, database_name, chat_server, standin.url, CALL_RECONCILE_SECONDS=0
+        )
         try:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await agent_svc.livekit.CreateRoom(

@@ -44,7 +44,7 @@ from devrun.mesh import (
 )
 from devrun.ports import port_open
 from devrun.processes import ManagedProcess
-from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET
+from tests.support.identity import JWT_SECRET
 
 __all__ = [
     "AGENT_SVC",
@@ -104,6 +104,7 @@ class MeshFactory(Protocol):
         standin: bool = False,
         cors_allowed_origins: tuple[str, ...] = ("http://allowed.example",),
         extra_env: Mapping[str, str] | None = None,
+        webhook_url: str | None = None,
     ) -> Mesh: ...
 
 
@@ -118,13 +119,16 @@ def start_test_mesh(
     standin: bool = False,
     cors_allowed_origins: tuple[str, ...] = ("http://allowed.example",),
     extra_env: Mapping[str, str] | None = None,
+    webhook_url: str | None = None,
 ) -> Mesh:
-    """`devrun.mesh.start_mesh` with the tests' JWT secret; `standin` swaps in the Twirp stand-in."""
+    """`devrun.mesh.start_mesh` with the tests' JWT secret; `standin` swaps in the Twirp stand-in.
+
+    The real LiveKit server sends its webhooks to Envoy unless `webhook_url` says otherwise.
+    """
     return start_mesh(
         store,
         workdir,
         jwt_secret=JWT_SECRET,
-        service_jwt_secret=SERVICE_JWT_SECRET,
         database=database,
         with_chat=with_chat,
         with_envoy=with_envoy,
@@ -132,6 +136,7 @@ def start_test_mesh(
         livekit=StandIn() if standin else None,
         cors_allowed_origins=cors_allowed_origins,
         extra_env=extra_env,
+        webhook_url=webhook_url,
     )
 
 
@@ -157,6 +162,7 @@ def mesh_factory(store: StoreLike, tmp_path: Path) -> Iterator[MeshFactory]:
         standin: bool = False,
         cors_allowed_origins: tuple[str, ...] = ("http://allowed.example",),
         extra_env: Mapping[str, str] | None = None,
+        webhook_url: str | None = None,
     ) -> Mesh:
         running = start_test_mesh(
             store,
@@ -168,6 +174,7 @@ def mesh_factory(store: StoreLike, tmp_path: Path) -> Iterator[MeshFactory]:
             standin=standin,
             cors_allowed_origins=cors_allowed_origins,
             extra_env=extra_env,
+            webhook_url=webhook_url,
         )
         built.append(running)
         return running

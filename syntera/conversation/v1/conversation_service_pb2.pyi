@@ -514,6 +514,62 @@ class ReportTranscriptResponse(_message.Message):
 Global___ReportTranscriptResponse: _TypeAlias = ReportTranscriptResponse  # noqa: Y015
 
 @_typing.final
+class RecordCallRequest(_message.Message):
+    """Request for `RecordCall`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Required. The conversation's id."""
+    @_builtins.property
+    def call(self) -> _resources_pb2.Call:
+        """Required. The call's whole record as it is now."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        call: _resources_pb2.Call | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "conversation_id", b"conversation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCallRequest: _TypeAlias = RecordCallRequest  # noqa: Y015
+
+@_typing.final
+class RecordCallResponse(_message.Message):
+    """Response of `RecordCall`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """False when the stored record was as new or newer, and was kept."""
+    @_builtins.property
+    def conversation(self) -> _resources_pb2.Conversation:
+        """The conversation after the call was recorded."""
+
+    def __init__(
+        self,
+        *,
+        conversation: _resources_pb2.Conversation | None = ...,
+        applied: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "conversation", b"conversation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCallResponse: _TypeAlias = RecordCallResponse  # noqa: Y015
+
+@_typing.final
 class WatchConversationRequest(_message.Message):
     """Request for `WatchConversation`."""
 
@@ -592,6 +648,7 @@ class WatchConversationResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     CONVERSATION_ENDED_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    CALL_UPDATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def message(self) -> _resources_pb2.Message:
         """A message was created or changed; replace any earlier copy with the same `seq`."""
@@ -604,18 +661,23 @@ class WatchConversationResponse(_message.Message):
     def keep_alive(self) -> Global___KeepAlive:
         """Nothing happened for a while."""
 
+    @_builtins.property
+    def call_updated(self) -> _resources_pb2.Call:
+        """The call changed (its state, who is in it): its newest record."""
+
     def __init__(
         self,
         *,
         message: _resources_pb2.Message | None = ...,
         conversation_ended: Global___ConversationEnded | None = ...,
         keep_alive: Global___KeepAlive | None = ...,
+        call_updated: _resources_pb2.Call | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_updated", b"call_updated", "conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_updated", b"call_updated", "conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "conversation_ended", "keep_alive"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message", "conversation_ended", "keep_alive", "call_updated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -647,6 +709,7 @@ class WatchConversationsResponse(_message.Message):
     CONVERSATION_CREATED_FIELD_NUMBER: _builtins.int
     CONVERSATION_ENDED_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    CALL_STATE_CHANGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def conversation_created(self) -> _resources_pb2.Conversation:
         """A conversation was created."""
@@ -659,18 +722,25 @@ class WatchConversationsResponse(_message.Message):
     def keep_alive(self) -> Global___KeepAlive:
         """Nothing happened for a while."""
 
+    @_builtins.property
+    def call_state_changed(self) -> _resources_pb2.Conversation:
+        """The state of a conversation's call changed (waiting, active, ended): the conversation with
+        its call.
+        """
+
     def __init__(
         self,
         *,
         conversation_created: _resources_pb2.Conversation | None = ...,
         conversation_ended: _resources_pb2.Conversation | None = ...,
         keep_alive: Global___KeepAlive | None = ...,
+        call_state_changed: _resources_pb2.Conversation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation_created", b"conversation_created", "conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_state_changed", b"call_state_changed", "conversation_created", b"conversation_created", "conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_created", b"conversation_created", "conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_state_changed", b"call_state_changed", "conversation_created", b"conversation_created", "conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["conversation_created", "conversation_ended", "keep_alive"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["conversation_created", "conversation_ended", "keep_alive", "call_state_changed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

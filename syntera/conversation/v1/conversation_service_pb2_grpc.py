@@ -76,6 +76,11 @@ class ConversationServiceStub:
                 request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ReportTranscriptRequest.SerializeToString,
                 response_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ReportTranscriptResponse.FromString,
                 _registered_method=True)
+        self.RecordCall = channel.unary_unary(
+                '/syntera.conversation.v1.ConversationService/RecordCall',
+                request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RecordCallRequest.SerializeToString,
+                response_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RecordCallResponse.FromString,
+                _registered_method=True)
         self.WatchConversation = channel.unary_stream(
                 '/syntera.conversation.v1.ConversationService/WatchConversation',
                 request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationRequest.SerializeToString,
@@ -163,6 +168,15 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordCall(self, request, context):
+        """Records the state of a conversation's call. Service callers only (agent_svc, which follows the
+        LiveKit server's webhooks); not reachable through the public edge. A record whose `revision`
+        is not above the stored one is ignored, so retries and reordering never roll a call back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchConversation(self, request, context):
         """Streams a conversation's events: first every stored message after `after_seq`, then live
         changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
@@ -173,8 +187,8 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchConversations(self, request, context):
-        """Streams the caller's conversation created and ended events as they happen. A first keep-alive
-        confirms the subscription; more follow while idle.
+        """Streams the caller's conversation created and ended events, and changes of their calls' state,
+        as they happen. A first keep-alive confirms the subscription; more follow while idle.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,6 +236,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.ReportTranscript,
                     request_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ReportTranscriptRequest.FromString,
                     response_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ReportTranscriptResponse.SerializeToString,
+            ),
+            'RecordCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCall,
+                    request_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RecordCallRequest.FromString,
+                    response_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RecordCallResponse.SerializeToString,
             ),
             'WatchConversation': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchConversation,
@@ -452,6 +471,33 @@ class ConversationService:
             '/syntera.conversation.v1.ConversationService/ReportTranscript',
             syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ReportTranscriptRequest.SerializeToString,
             syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.ReportTranscriptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/syntera.conversation.v1.ConversationService/RecordCall',
+            syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RecordCallRequest.SerializeToString,
+            syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.RecordCallResponse.FromString,
             options,
             channel_credentials,
             insecure,

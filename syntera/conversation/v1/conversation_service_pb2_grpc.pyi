@@ -69,14 +69,19 @@ class ConversationServiceStub:
     """Stores spoken turns of a call. Service callers only (the voice worker); not reachable
     through the public edge. Segments are keyed by `segment_id`: a retry never doubles a turn.
     """
+    RecordCall: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.RecordCallRequest, _conversation_service_pb2.RecordCallResponse]
+    """Records the state of a conversation's call. Service callers only (agent_svc, which follows the
+    LiveKit server's webhooks); not reachable through the public edge. A record whose `revision`
+    is not above the stored one is ignored, so retries and reordering never roll a call back.
+    """
     WatchConversation: _grpc.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationRequest, _conversation_service_pb2.WatchConversationResponse]
     """Streams a conversation's events: first every stored message after `after_seq`, then live
     changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
     (the client is live from then on); more follow while idle.
     """
     WatchConversations: _grpc.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationsRequest, _conversation_service_pb2.WatchConversationsResponse]
-    """Streams the caller's conversation created and ended events as they happen. A first keep-alive
-    confirms the subscription; more follow while idle.
+    """Streams the caller's conversation created and ended events, and changes of their calls' state,
+    as they happen. A first keep-alive confirms the subscription; more follow while idle.
     """
 
 @_typing.type_check_only
@@ -120,14 +125,19 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """Stores spoken turns of a call. Service callers only (the voice worker); not reachable
     through the public edge. Segments are keyed by `segment_id`: a retry never doubles a turn.
     """
+    RecordCall: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.RecordCallRequest, _conversation_service_pb2.RecordCallResponse]  # type: ignore[assignment]
+    """Records the state of a conversation's call. Service callers only (agent_svc, which follows the
+    LiveKit server's webhooks); not reachable through the public edge. A record whose `revision`
+    is not above the stored one is ignored, so retries and reordering never roll a call back.
+    """
     WatchConversation: _aio.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationRequest, _conversation_service_pb2.WatchConversationResponse]  # type: ignore[assignment]
     """Streams a conversation's events: first every stored message after `after_seq`, then live
     changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
     (the client is live from then on); more follow while idle.
     """
     WatchConversations: _aio.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationsRequest, _conversation_service_pb2.WatchConversationsResponse]  # type: ignore[assignment]
-    """Streams the caller's conversation created and ended events as they happen. A first keep-alive
-    confirms the subscription; more follow while idle.
+    """Streams the caller's conversation created and ended events, and changes of their calls' state,
+    as they happen. A first keep-alive confirms the subscription; more follow while idle.
     """
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -218,6 +228,17 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def RecordCall(
+        self,
+        request: _conversation_service_pb2.RecordCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_service_pb2.RecordCallResponse, _abc.Awaitable[_conversation_service_pb2.RecordCallResponse]]:
+        """Records the state of a conversation's call. Service callers only (agent_svc, which follows the
+        LiveKit server's webhooks); not reachable through the public edge. A record whose `revision`
+        is not above the stored one is ignored, so retries and reordering never roll a call back.
+        """
+
+    @_abc_1.abstractmethod
     def WatchConversation(
         self,
         request: _conversation_service_pb2.WatchConversationRequest,
@@ -234,8 +255,8 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversation_service_pb2.WatchConversationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_conversation_service_pb2.WatchConversationsResponse], _abc.AsyncIterator[_conversation_service_pb2.WatchConversationsResponse]]:
-        """Streams the caller's conversation created and ended events as they happen. A first keep-alive
-        confirms the subscription; more follow while idle.
+        """Streams the caller's conversation created and ended events, and changes of their calls' state,
+        as they happen. A first keep-alive confirms the subscription; more follow while idle.
         """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

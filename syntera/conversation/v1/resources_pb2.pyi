@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from syntera.agent.v1 import resources_pb2 as _resources_pb2
+from syntera.livekit.v1 import resources_pb2 as _resources_pb2_1
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -194,6 +195,70 @@ SUMMARY_STATE_FAILED: SummaryState.ValueType  # 3
 """Could not be made: `failure_reason` says why."""
 Global___SummaryState: _TypeAlias = SummaryState  # noqa: Y015
 
+class _CallState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CallStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALL_STATE_UNSPECIFIED: _CallState.ValueType  # 0
+    """Unknown state."""
+    CALL_STATE_WAITING: _CallState.ValueType  # 1
+    """Set up, or being set up, and no user is in the room (not yet, or not any more)."""
+    CALL_STATE_ACTIVE: _CallState.ValueType  # 2
+    """A user is in the room."""
+    CALL_STATE_ENDED: _CallState.ValueType  # 3
+    """The room has finished."""
+
+class CallState(_CallState, metaclass=_CallStateEnumTypeWrapper):
+    """Where a call is in its life."""
+
+CALL_STATE_UNSPECIFIED: CallState.ValueType  # 0
+"""Unknown state."""
+CALL_STATE_WAITING: CallState.ValueType  # 1
+"""Set up, or being set up, and no user is in the room (not yet, or not any more)."""
+CALL_STATE_ACTIVE: CallState.ValueType  # 2
+"""A user is in the room."""
+CALL_STATE_ENDED: CallState.ValueType  # 3
+"""The room has finished."""
+Global___CallState: _TypeAlias = CallState  # noqa: Y015
+
+class _CallEndReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CallEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallEndReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CALL_END_REASON_UNSPECIFIED: _CallEndReason.ValueType  # 0
+    """Not ended, or unknown."""
+    CALL_END_REASON_USER_LEFT: _CallEndReason.ValueType  # 1
+    """The users left and the LiveKit server closed the room."""
+    CALL_END_REASON_NO_SHOW: _CallEndReason.ValueType  # 2
+    """The room closed before any user joined."""
+    CALL_END_REASON_HUNG_UP: _CallEndReason.ValueType  # 3
+    """The conversation was ended (hung up), which deleted the room."""
+    CALL_END_REASON_ROOM_LOST: _CallEndReason.ValueType  # 4
+    """The LiveKit server no longer had the room and never said it finished (a server restart, say);
+    found when the mesh compared its records with the server.
+    """
+
+class CallEndReason(_CallEndReason, metaclass=_CallEndReasonEnumTypeWrapper):
+    """Why a call ended."""
+
+CALL_END_REASON_UNSPECIFIED: CallEndReason.ValueType  # 0
+"""Not ended, or unknown."""
+CALL_END_REASON_USER_LEFT: CallEndReason.ValueType  # 1
+"""The users left and the LiveKit server closed the room."""
+CALL_END_REASON_NO_SHOW: CallEndReason.ValueType  # 2
+"""The room closed before any user joined."""
+CALL_END_REASON_HUNG_UP: CallEndReason.ValueType  # 3
+"""The conversation was ended (hung up), which deleted the room."""
+CALL_END_REASON_ROOM_LOST: CallEndReason.ValueType  # 4
+"""The LiveKit server no longer had the room and never said it finished (a server restart, say);
+found when the mesh compared its records with the server.
+"""
+Global___CallEndReason: _TypeAlias = CallEndReason  # noqa: Y015
+
 @_typing.final
 class JoinInfo(_message.Message):
     """How the user joins a call: what `CreateConversation` returns for VOICE and VIDEO."""
@@ -272,6 +337,7 @@ class Conversation(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Output only. The conversation's id."""
@@ -306,6 +372,12 @@ class Conversation(_message.Message):
         """Output only. How long the conversation lasted; unset while active."""
 
     @_builtins.property
+    def call(self) -> Global___Call:
+        """Output only. The call of a VOICE or VIDEO conversation as the LiveKit server reported it;
+        unset for TEXT and until the call was set up.
+        """
+
+    @_builtins.property
     def summary(self) -> Global___ConversationSummary:
         """Output only. A short summary of a VOICE or VIDEO conversation's transcript, made when the
         conversation ends; unset for TEXT and while active.
@@ -326,11 +398,12 @@ class Conversation(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         duration: _duration_pb2.Duration | None = ...,
         last_seq: _builtins.int = ...,
+        call: Global___Call | None = ...,
         summary: Global___ConversationSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "conversation_id", b"conversation_id", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "last_seq", b"last_seq", "metadata", b"metadata", "room_name", b"room_name", "status", b"status", "summary", b"summary", "title", b"title", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "call", b"call", "channel", b"channel", "conversation_id", b"conversation_id", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "last_seq", b"last_seq", "metadata", b"metadata", "room_name", b"room_name", "status", b"status", "summary", b"summary", "title", b"title", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -639,3 +712,117 @@ class TranscriptSegment(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TranscriptSegment: _TypeAlias = TranscriptSegment  # noqa: Y015
+
+@_typing.final
+class CallParticipant(_message.Message):
+    """One connection of someone to a call's room."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    JOIN_TIME_FIELD_NUMBER: _builtins.int
+    LEAVE_TIME_FIELD_NUMBER: _builtins.int
+    identity: _builtins.str
+    """The participant's identity: the user id for users."""
+    kind: _resources_pb2_1.ParticipantKind.ValueType
+    """USER or AGENT."""
+    @_builtins.property
+    def join_time(self) -> _timestamp_pb2.Timestamp:
+        """When the participant joined."""
+
+    @_builtins.property
+    def leave_time(self) -> _timestamp_pb2.Timestamp:
+        """When the participant left; unset while in the room."""
+
+    def __init__(
+        self,
+        *,
+        identity: _builtins.str = ...,
+        kind: _resources_pb2_1.ParticipantKind.ValueType = ...,
+        join_time: _timestamp_pb2.Timestamp | None = ...,
+        leave_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["join_time", b"join_time", "leave_time", b"leave_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "join_time", b"join_time", "kind", b"kind", "leave_time", b"leave_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallParticipant: _TypeAlias = CallParticipant  # noqa: Y015
+
+@_typing.final
+class Call(_message.Message):
+    """A voice or video call of a conversation, as the LiveKit server reported it through webhooks
+    (and as the mesh found it when comparing with the server).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    ROOM_SID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    AGENT_JOIN_TIME_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    AGENT_REDISPATCHES_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    state: Global___CallState.ValueType
+    """WAITING, ACTIVE or ENDED."""
+    room_sid: _builtins.str
+    """The LiveKit server's id of the room; empty until the room started."""
+    end_reason: Global___CallEndReason.ValueType
+    """Why the call ended; UNSPECIFIED until it did."""
+    agent_redispatches: _builtins.int
+    """How often the agent was dispatched again because it left while its user was still there."""
+    revision: _builtins.int
+    """Grows with every change of the record: a record never replaces one with a higher revision."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the room started; unset until then."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the room finished; unset until then."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """From start to end; unset until the call ended."""
+
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallParticipant]:
+        """Everyone who was in the room, in join order; a rejoin is a new entry."""
+
+    @_builtins.property
+    def agent_join_time(self) -> _timestamp_pb2.Timestamp:
+        """When the agent first joined; unset until then."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the record last changed."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___CallState.ValueType = ...,
+        room_sid: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        participants: _abc.Iterable[Global___CallParticipant] | None = ...,
+        agent_join_time: _timestamp_pb2.Timestamp | None = ...,
+        end_reason: Global___CallEndReason.ValueType = ...,
+        agent_redispatches: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_join_time", b"agent_join_time", "duration", b"duration", "end_time", b"end_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_join_time", b"agent_join_time", "agent_redispatches", b"agent_redispatches", "duration", b"duration", "end_reason", b"end_reason", "end_time", b"end_time", "participants", b"participants", "revision", b"revision", "room_sid", b"room_sid", "start_time", b"start_time", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Call: _TypeAlias = Call  # noqa: Y015

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../../google/api/field_behavior_pb.js";
-import type { Channel, Conversation, JoinInfo, Message as Message$1, TranscriptSegment } from "./resources_pb.js";
+import type { Call, Channel, Conversation, JoinInfo, Message as Message$1, TranscriptSegment } from "./resources_pb.js";
 import { file_syntera_conversation_v1_resources } from "./resources_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file syntera/conversation/v1/conversation_service.proto.
  */
 export const file_syntera_conversation_v1_conversation_service: GenFile = /*@__PURE__*/
-  fileDesc("CjJzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9jb252ZXJzYXRpb25fc2VydmljZS5wcm90bxIXc3ludGVyYS5jb252ZXJzYXRpb24udjEimwEKGUNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFgoIYWdlbnRfaWQYASABKAlCBOJBAQISNwoHY2hhbm5lbBgCIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWxCBOJBAQISEwoFdGl0bGUYAyABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgEIAEoCUIE4kEBASKPAQoaQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USOwoMY29udmVyc2F0aW9uGAEgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEjQKCWpvaW5faW5mbxgCIAEoCzIhLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkpvaW5JbmZvIjcKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECIlYKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEjsKDGNvbnZlcnNhdGlvbhgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbiJNChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQEicgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRI8Cg1jb252ZXJzYXRpb25zGAEgAygLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChZFbmRDb252ZXJzYXRpb25SZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAiJWChdFbmRDb252ZXJzYXRpb25SZXNwb25zZRI7Cgxjb252ZXJzYXRpb24YASABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb24iYQoSU2VuZE1lc3NhZ2VSZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhISCgR0ZXh0GAIgASgJQgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiSAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIxCgdtZXNzYWdlGAEgASgLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZSJMChFSZXRyeVJlcGx5UmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISGAoKbWVzc2FnZV9pZBgCIAEoCUIE4kEBAiJHChJSZXRyeVJlcGx5UmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2UigAEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECEhcKCXBhZ2Vfc2l6ZRgCIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAMgASgJQgTiQQEBEhcKCWFmdGVyX3NlcRgEIAEoA0IE4kEBASJjChRMaXN0TWVzc2FnZXNSZXNwb25zZRIyCghtZXNzYWdlcxgBIAMoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpICChdSZXBvcnRUcmFuc2NyaXB0UmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISQgoIc2VnbWVudHMYAiADKAsyKi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5UcmFuc2NyaXB0U2VnbWVudEIE4kEBAhJfCg1jYWxsX21ldGFkYXRhGAMgAygLMkIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmVwb3J0VHJhbnNjcmlwdFJlcXVlc3QuQ2FsbE1ldGFkYXRhRW50cnlCBOJBAQEaMwoRQ2FsbE1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJTCg1TZWdtZW50UmVzdWx0EhIKCnNlZ21lbnRfaWQYASABKAkSCwoDc2VxGAIgASgDEhAKCHJldmlzaW9uGAMgASgDEg8KB2NyZWF0ZWQYBCABKAgiUwoYUmVwb3J0VHJhbnNjcmlwdFJlc3BvbnNlEjcKB3Jlc3VsdHMYASADKAsyJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZWdtZW50UmVzdWx0IlIKGFdhdGNoQ29udmVyc2F0aW9uUmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISFwoJYWZ0ZXJfc2VxGAIgASgDQgTiQQEBIgsKCUtlZXBBbGl2ZSJQChFDb252ZXJzYXRpb25FbmRlZBI7Cgxjb252ZXJzYXRpb24YASABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb24i3QEKGVdhdGNoQ29udmVyc2F0aW9uUmVzcG9uc2USMwoHbWVzc2FnZRgBIAEoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2VIABJIChJjb252ZXJzYXRpb25fZW5kZWQYAiABKAsyKi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb25FbmRlZEgAEjgKCmtlZXBfYWxpdmUYAyABKAsyIi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5LZWVwQWxpdmVIAEIHCgVldmVudCIbChlXYXRjaENvbnZlcnNhdGlvbnNSZXF1ZXN0IusBChpXYXRjaENvbnZlcnNhdGlvbnNSZXNwb25zZRJFChRjb252ZXJzYXRpb25fY3JlYXRlZBgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkgAEkMKEmNvbnZlcnNhdGlvbl9lbmRlZBgCIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkgAEjgKCmtlZXBfYWxpdmUYAyABKAsyIi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5LZWVwQWxpdmVIAEIHCgVldmVudDKmDQoTQ29udmVyc2F0aW9uU2VydmljZRKbAQoSQ3JlYXRlQ29udmVyc2F0aW9uEjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVxdWVzdBozLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9jb252ZXJzYXRpb25zEqEBCg9HZXRDb252ZXJzYXRpb24SLy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5HZXRDb252ZXJzYXRpb25SZXF1ZXN0GjAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuR2V0Q29udmVyc2F0aW9uUmVzcG9uc2UiK4LT5JMCJRIjL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0SlQEKEUxpc3RDb252ZXJzYXRpb25zEjEuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvY29udmVyc2F0aW9ucxKoAQoPRW5kQ29udmVyc2F0aW9uEi8uc3ludGVyYS5jb252ZXJzYXRpb24udjEuRW5kQ29udmVyc2F0aW9uUmVxdWVzdBowLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkVuZENvbnZlcnNhdGlvblJlc3BvbnNlIjKC0+STAiw6ASoiJy92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9OmVuZBKhAQoLU2VuZE1lc3NhZ2USKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZW5kTWVzc2FnZVJlcXVlc3QaLC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZW5kTWVzc2FnZVJlc3BvbnNlIjeC0+STAjE6ASoiLC92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9L21lc3NhZ2VzErEBCgpSZXRyeVJlcGx5Eiouc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmV0cnlSZXBseVJlcXVlc3QaKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXRyeVJlcGx5UmVzcG9uc2UiSoLT5JMCRDoBKiI/L3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMve21lc3NhZ2VfaWR9OnJldHJ5EqEBCgxMaXN0TWVzc2FnZXMSLC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gi0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiNILT5JMCLhIsL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMSuAEKEFJlcG9ydFRyYW5zY3JpcHQSMC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBvcnRUcmFuc2NyaXB0UmVxdWVzdBoxLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlJlcG9ydFRyYW5zY3JpcHRSZXNwb25zZSI/gtPkkwI5OgEqIjQvdjEvY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9uX2lkfTpyZXBvcnRUcmFuc2NyaXB0Eq8BChFXYXRjaENvbnZlcnNhdGlvbhIxLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uUmVxdWVzdBoyLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uUmVzcG9uc2UiMYLT5JMCKxIpL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH06d2F0Y2gwARKgAQoSV2F0Y2hDb252ZXJzYXRpb25zEjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuV2F0Y2hDb252ZXJzYXRpb25zUmVxdWVzdBozLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uc1Jlc3BvbnNlIh+C0+STAhkSFy92MS9jb252ZXJzYXRpb25zOndhdGNoMAFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_syntera_conversation_v1_resources]);
+  fileDesc("CjJzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9jb252ZXJzYXRpb25fc2VydmljZS5wcm90bxIXc3ludGVyYS5jb252ZXJzYXRpb24udjEimwEKGUNyZWF0ZUNvbnZlcnNhdGlvblJlcXVlc3QSFgoIYWdlbnRfaWQYASABKAlCBOJBAQISNwoHY2hhbm5lbBgCIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWxCBOJBAQISEwoFdGl0bGUYAyABKAlCBOJBAQESGAoKcmVxdWVzdF9pZBgEIAEoCUIE4kEBASKPAQoaQ3JlYXRlQ29udmVyc2F0aW9uUmVzcG9uc2USOwoMY29udmVyc2F0aW9uGAEgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEjQKCWpvaW5faW5mbxgCIAEoCzIhLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkpvaW5JbmZvIjcKFkdldENvbnZlcnNhdGlvblJlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECIlYKF0dldENvbnZlcnNhdGlvblJlc3BvbnNlEjsKDGNvbnZlcnNhdGlvbhgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbiJNChhMaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQEicgoZTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZRI8Cg1jb252ZXJzYXRpb25zGAEgAygLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChZFbmRDb252ZXJzYXRpb25SZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAiJWChdFbmRDb252ZXJzYXRpb25SZXNwb25zZRI7Cgxjb252ZXJzYXRpb24YASABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb24iYQoSU2VuZE1lc3NhZ2VSZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhISCgR0ZXh0GAIgASgJQgTiQQECEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiSAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIxCgdtZXNzYWdlGAEgASgLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZSJMChFSZXRyeVJlcGx5UmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISGAoKbWVzc2FnZV9pZBgCIAEoCUIE4kEBAiJHChJSZXRyeVJlcGx5UmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2UigAEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQECEhcKCXBhZ2Vfc2l6ZRgCIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAMgASgJQgTiQQEBEhcKCWFmdGVyX3NlcRgEIAEoA0IE4kEBASJjChRMaXN0TWVzc2FnZXNSZXNwb25zZRIyCghtZXNzYWdlcxgBIAMoCzIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpICChdSZXBvcnRUcmFuc2NyaXB0UmVxdWVzdBIdCg9jb252ZXJzYXRpb25faWQYASABKAlCBOJBAQISQgoIc2VnbWVudHMYAiADKAsyKi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5UcmFuc2NyaXB0U2VnbWVudEIE4kEBAhJfCg1jYWxsX21ldGFkYXRhGAMgAygLMkIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmVwb3J0VHJhbnNjcmlwdFJlcXVlc3QuQ2FsbE1ldGFkYXRhRW50cnlCBOJBAQEaMwoRQ2FsbE1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJTCg1TZWdtZW50UmVzdWx0EhIKCnNlZ21lbnRfaWQYASABKAkSCwoDc2VxGAIgASgDEhAKCHJldmlzaW9uGAMgASgDEg8KB2NyZWF0ZWQYBCABKAgiUwoYUmVwb3J0VHJhbnNjcmlwdFJlc3BvbnNlEjcKB3Jlc3VsdHMYASADKAsyJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZWdtZW50UmVzdWx0ImUKEVJlY29yZENhbGxSZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhIxCgRjYWxsGAIgASgLMh0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ2FsbEIE4kEBAiJiChJSZWNvcmRDYWxsUmVzcG9uc2USOwoMY29udmVyc2F0aW9uGAEgASgLMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uEg8KB2FwcGxpZWQYAiABKAgiUgoYV2F0Y2hDb252ZXJzYXRpb25SZXF1ZXN0Eh0KD2NvbnZlcnNhdGlvbl9pZBgBIAEoCUIE4kEBAhIXCglhZnRlcl9zZXEYAiABKANCBOJBAQEiCwoJS2VlcEFsaXZlIlAKEUNvbnZlcnNhdGlvbkVuZGVkEjsKDGNvbnZlcnNhdGlvbhgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbiKUAgoZV2F0Y2hDb252ZXJzYXRpb25SZXNwb25zZRIzCgdtZXNzYWdlGAEgASgLMiAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTWVzc2FnZUgAEkgKEmNvbnZlcnNhdGlvbl9lbmRlZBgCIAEoCzIqLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkVuZGVkSAASOAoKa2VlcF9hbGl2ZRgDIAEoCzIiLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLktlZXBBbGl2ZUgAEjUKDGNhbGxfdXBkYXRlZBgEIAEoCzIdLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNhbGxIAEIHCgVldmVudCIbChlXYXRjaENvbnZlcnNhdGlvbnNSZXF1ZXN0IrACChpXYXRjaENvbnZlcnNhdGlvbnNSZXNwb25zZRJFChRjb252ZXJzYXRpb25fY3JlYXRlZBgBIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkgAEkMKEmNvbnZlcnNhdGlvbl9lbmRlZBgCIAEoCzIlLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbkgAEjgKCmtlZXBfYWxpdmUYAyABKAsyIi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5LZWVwQWxpdmVIABJDChJjYWxsX3N0YXRlX2NoYW5nZWQYBCABKAsyJS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Db252ZXJzYXRpb25IAEIHCgVldmVudDLJDgoTQ29udmVyc2F0aW9uU2VydmljZRKbAQoSQ3JlYXRlQ29udmVyc2F0aW9uEjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ3JlYXRlQ29udmVyc2F0aW9uUmVxdWVzdBozLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNyZWF0ZUNvbnZlcnNhdGlvblJlc3BvbnNlIhyC0+STAhY6ASoiES92MS9jb252ZXJzYXRpb25zEqEBCg9HZXRDb252ZXJzYXRpb24SLy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5HZXRDb252ZXJzYXRpb25SZXF1ZXN0GjAuc3ludGVyYS5jb252ZXJzYXRpb24udjEuR2V0Q29udmVyc2F0aW9uUmVzcG9uc2UiK4LT5JMCJRIjL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0SlQEKEUxpc3RDb252ZXJzYXRpb25zEjEuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GjIuc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZSIZgtPkkwITEhEvdjEvY29udmVyc2F0aW9ucxKoAQoPRW5kQ29udmVyc2F0aW9uEi8uc3ludGVyYS5jb252ZXJzYXRpb24udjEuRW5kQ29udmVyc2F0aW9uUmVxdWVzdBowLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkVuZENvbnZlcnNhdGlvblJlc3BvbnNlIjKC0+STAiw6ASoiJy92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9OmVuZBKhAQoLU2VuZE1lc3NhZ2USKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZW5kTWVzc2FnZVJlcXVlc3QaLC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5TZW5kTWVzc2FnZVJlc3BvbnNlIjeC0+STAjE6ASoiLC92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9L21lc3NhZ2VzErEBCgpSZXRyeVJlcGx5Eiouc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmV0cnlSZXBseVJlcXVlc3QaKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXRyeVJlcGx5UmVzcG9uc2UiSoLT5JMCRDoBKiI/L3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMve21lc3NhZ2VfaWR9OnJldHJ5EqEBCgxMaXN0TWVzc2FnZXMSLC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gi0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiNILT5JMCLhIsL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH0vbWVzc2FnZXMSuAEKEFJlcG9ydFRyYW5zY3JpcHQSMC5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBvcnRUcmFuc2NyaXB0UmVxdWVzdBoxLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlJlcG9ydFRyYW5zY3JpcHRSZXNwb25zZSI/gtPkkwI5OgEqIjQvdjEvY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9uX2lkfTpyZXBvcnRUcmFuc2NyaXB0EqABCgpSZWNvcmRDYWxsEiouc3ludGVyYS5jb252ZXJzYXRpb24udjEuUmVjb3JkQ2FsbFJlcXVlc3QaKy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZWNvcmRDYWxsUmVzcG9uc2UiOYLT5JMCMzoBKiIuL3YxL2NvbnZlcnNhdGlvbnMve2NvbnZlcnNhdGlvbl9pZH06cmVjb3JkQ2FsbBKvAQoRV2F0Y2hDb252ZXJzYXRpb24SMS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5XYXRjaENvbnZlcnNhdGlvblJlcXVlc3QaMi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5XYXRjaENvbnZlcnNhdGlvblJlc3BvbnNlIjGC0+STAisSKS92MS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb25faWR9OndhdGNoMAESoAEKEldhdGNoQ29udmVyc2F0aW9ucxIyLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLldhdGNoQ29udmVyc2F0aW9uc1JlcXVlc3QaMy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5XYXRjaENvbnZlcnNhdGlvbnNSZXNwb25zZSIfgtPkkwIZEhcvdjEvY29udmVyc2F0aW9uczp3YXRjaDABYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_syntera_conversation_v1_resources]);
 
 /**
  * Request for `CreateConversation`.
@@ -504,6 +504,62 @@ export const ReportTranscriptResponseSchema: GenMessage<ReportTranscriptResponse
   messageDesc(file_syntera_conversation_v1_conversation_service, 16);
 
 /**
+ * Request for `RecordCall`.
+ *
+ * @generated from message syntera.conversation.v1.RecordCallRequest
+ */
+export type RecordCallRequest = Message<"syntera.conversation.v1.RecordCallRequest"> & {
+  /**
+   * Required. The conversation's id.
+   *
+   * @generated from field: string conversation_id = 1;
+   */
+  conversationId: string;
+
+  /**
+   * Required. The call's whole record as it is now.
+   *
+   * @generated from field: syntera.conversation.v1.Call call = 2;
+   */
+  call?: Call | undefined;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.RecordCallRequest.
+ * Use `create(RecordCallRequestSchema)` to create a new message.
+ */
+export const RecordCallRequestSchema: GenMessage<RecordCallRequest> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_conversation_service, 17);
+
+/**
+ * Response of `RecordCall`.
+ *
+ * @generated from message syntera.conversation.v1.RecordCallResponse
+ */
+export type RecordCallResponse = Message<"syntera.conversation.v1.RecordCallResponse"> & {
+  /**
+   * The conversation after the call was recorded.
+   *
+   * @generated from field: syntera.conversation.v1.Conversation conversation = 1;
+   */
+  conversation?: Conversation | undefined;
+
+  /**
+   * False when the stored record was as new or newer, and was kept.
+   *
+   * @generated from field: bool applied = 2;
+   */
+  applied: boolean;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.RecordCallResponse.
+ * Use `create(RecordCallResponseSchema)` to create a new message.
+ */
+export const RecordCallResponseSchema: GenMessage<RecordCallResponse> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_conversation_service, 18);
+
+/**
  * Request for `WatchConversation`.
  *
  * @generated from message syntera.conversation.v1.WatchConversationRequest
@@ -531,7 +587,7 @@ export type WatchConversationRequest = Message<"syntera.conversation.v1.WatchCon
  * Use `create(WatchConversationRequestSchema)` to create a new message.
  */
 export const WatchConversationRequestSchema: GenMessage<WatchConversationRequest> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 17);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 19);
 
 /**
  * Sent while a stream is idle so proxies keep it open.
@@ -546,7 +602,7 @@ export type KeepAlive = Message<"syntera.conversation.v1.KeepAlive"> & {
  * Use `create(KeepAliveSchema)` to create a new message.
  */
 export const KeepAliveSchema: GenMessage<KeepAlive> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 18);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 20);
 
 /**
  * Sent once when the conversation ends; the stream then closes.
@@ -567,7 +623,7 @@ export type ConversationEnded = Message<"syntera.conversation.v1.ConversationEnd
  * Use `create(ConversationEndedSchema)` to create a new message.
  */
 export const ConversationEndedSchema: GenMessage<ConversationEnded> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 19);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 21);
 
 /**
  * One event of a conversation.
@@ -604,6 +660,14 @@ export type WatchConversationResponse = Message<"syntera.conversation.v1.WatchCo
      */
     value: KeepAlive;
     case: "keepAlive";
+  } | {
+    /**
+     * The call changed (its state, who is in it): its newest record.
+     *
+     * @generated from field: syntera.conversation.v1.Call call_updated = 4;
+     */
+    value: Call;
+    case: "callUpdated";
   } | { case: undefined; value?: undefined };
 };
 
@@ -612,7 +676,7 @@ export type WatchConversationResponse = Message<"syntera.conversation.v1.WatchCo
  * Use `create(WatchConversationResponseSchema)` to create a new message.
  */
 export const WatchConversationResponseSchema: GenMessage<WatchConversationResponse> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 20);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 22);
 
 /**
  * Request for `WatchConversations`.
@@ -627,7 +691,7 @@ export type WatchConversationsRequest = Message<"syntera.conversation.v1.WatchCo
  * Use `create(WatchConversationsRequestSchema)` to create a new message.
  */
 export const WatchConversationsRequestSchema: GenMessage<WatchConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 21);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 23);
 
 /**
  * One event about the caller's conversations.
@@ -664,6 +728,15 @@ export type WatchConversationsResponse = Message<"syntera.conversation.v1.WatchC
      */
     value: KeepAlive;
     case: "keepAlive";
+  } | {
+    /**
+     * The state of a conversation's call changed (waiting, active, ended): the conversation with
+     * its call.
+     *
+     * @generated from field: syntera.conversation.v1.Conversation call_state_changed = 4;
+     */
+    value: Conversation;
+    case: "callStateChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -672,7 +745,7 @@ export type WatchConversationsResponse = Message<"syntera.conversation.v1.WatchC
  * Use `create(WatchConversationsResponseSchema)` to create a new message.
  */
 export const WatchConversationsResponseSchema: GenMessage<WatchConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_syntera_conversation_v1_conversation_service, 22);
+  messageDesc(file_syntera_conversation_v1_conversation_service, 24);
 
 /**
  * Conversations between users and AI agents: text messages, voice and video calls, and their
@@ -776,6 +849,18 @@ export const ConversationService: GenService<{
     output: typeof ReportTranscriptResponseSchema;
   },
   /**
+   * Records the state of a conversation's call. Service callers only (agent_svc, which follows the
+   * LiveKit server's webhooks); not reachable through the public edge. A record whose `revision`
+   * is not above the stored one is ignored, so retries and reordering never roll a call back.
+   *
+   * @generated from rpc syntera.conversation.v1.ConversationService.RecordCall
+   */
+  recordCall: {
+    methodKind: "unary";
+    input: typeof RecordCallRequestSchema;
+    output: typeof RecordCallResponseSchema;
+  },
+  /**
    * Streams a conversation's events: first every stored message after `after_seq`, then live
    * changes, with no gap and no duplicate between the two. A keep-alive marks the end of the replay
    * (the client is live from then on); more follow while idle.
@@ -788,8 +873,8 @@ export const ConversationService: GenService<{
     output: typeof WatchConversationResponseSchema;
   },
   /**
-   * Streams the caller's conversation created and ended events as they happen. A first keep-alive
-   * confirms the subscription; more follow while idle.
+   * Streams the caller's conversation created and ended events, and changes of their calls' state,
+   * as they happen. A first keep-alive confirms the subscription; more follow while idle.
    *
    * @generated from rpc syntera.conversation.v1.ConversationService.WatchConversations
    */

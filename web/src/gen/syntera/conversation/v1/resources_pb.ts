@@ -9,13 +9,15 @@ import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Generator, SummaryKind } from "../../agent/v1/resources_pb.js";
 import { file_syntera_agent_v1_resources } from "../../agent/v1/resources_pb.js";
+import type { ParticipantKind } from "../../livekit/v1/resources_pb.js";
+import { file_syntera_livekit_v1_resources } from "../../livekit/v1/resources_pb.js";
 import type { Message as Message$1 } from "@bufbuild/protobuf";
 
 /**
  * Describes the file syntera/conversation/v1/resources.proto.
  */
 export const file_syntera_conversation_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("CidzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9yZXNvdXJjZXMucHJvdG8SF3N5bnRlcmEuY29udmVyc2F0aW9uLnYxInwKCEpvaW5JbmZvEg0KBXRva2VuGAEgASgJEgsKA3VybBgCIAEoCRIRCglyb29tX25hbWUYAyABKAkSEAoIaWRlbnRpdHkYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvMECgxDb252ZXJzYXRpb24SHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQEDEhUKB3VzZXJfaWQYAiABKAlCBOJBAQMSEAoIYWdlbnRfaWQYAyABKAkSMQoHY2hhbm5lbBgEIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWwSQQoGc3RhdHVzGAUgASgOMisuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uU3RhdHVzQgTiQQEDEhMKBXRpdGxlGAYgASgJQgTiQQEBEhcKCXJvb21fbmFtZRgHIAEoCUIE4kEBAxJLCghtZXRhZGF0YRgIIAMoCzIzLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbi5NZXRhZGF0YUVudHJ5QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMQoIZHVyYXRpb24YCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSFgoIbGFzdF9zZXEYDCABKANCBOJBAQMSQwoHc3VtbWFyeRgOIAEoCzIsLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvblN1bW1hcnlCBOJBAQMaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIroBCgtUdXJuTWV0cmljcxI0ChFlbmRfb2ZfdHVybl9kZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI6ChdsbG1fdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5ChZ0dHNfdGltZV90b19maXJzdF9ieXRlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uItEFCgdNZXNzYWdlEhgKCm1lc3NhZ2VfaWQYASABKAlCBOJBAQMSHQoPY29udmVyc2F0aW9uX2lkGAIgASgJQgTiQQEDEhEKA3NlcRgDIAEoA0IE4kEBAxIWCghyZXZpc2lvbhgEIAEoA0IE4kEBAxIxCgRyb2xlGAUgASgOMh0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuUm9sZUIE4kEBAxI8CgZzb3VyY2UYBiABKA4yJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5NZXNzYWdlU291cmNlQgTiQQEDEhIKBHRleHQYByABKAlCBOJBAQMSEwoFZmluYWwYCCABKAhCBOJBAQMSGQoLaW50ZXJydXB0ZWQYCSABKAhCBOJBAQMSGAoKc2VnbWVudF9pZBgKIAEoCUIE4kEBAxI0CgpzdGFydF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSFgoIbGFuZ3VhZ2UYDSABKAlCBOJBAQMSGAoKY29uZmlkZW5jZRgOIAEoAkIE4kEBAxI7CgdtZXRyaWNzGA8gASgLMiQuc3ludGVyYS5jb252ZXJzYXRpb24udjEuVHVybk1ldHJpY3NCBOJBAQMSFwoJc2VuZGVyX2lkGBAgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoFcmVwbHkYEyABKAsyHi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBseUIE4kEBAyLLAQoFUmVwbHkSOAoFc3RhdGUYASABKA4yIy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBseVN0YXRlQgTiQQEDEh0KD2luX3JlcGx5X3RvX3NlcRgCIAEoA0IE4kEBAxIcCg5mYWlsdXJlX3JlYXNvbhgDIAEoCUIE4kEBAxI0CglnZW5lcmF0b3IYBCABKAsyGy5zeW50ZXJhLmFnZW50LnYxLkdlbmVyYXRvckIE4kEBAxIVCgdhdHRlbXB0GAUgASgFQgTiQQEDIqMCChNDb252ZXJzYXRpb25TdW1tYXJ5EjoKBXN0YXRlGAEgASgOMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuU3VtbWFyeVN0YXRlQgTiQQEDEhIKBHRleHQYAiABKAlCBOJBAQMSMQoEa2luZBgDIAEoDjIdLnN5bnRlcmEuYWdlbnQudjEuU3VtbWFyeUtpbmRCBOJBAQMSNAoJZ2VuZXJhdG9yGAQgASgLMhsuc3ludGVyYS5hZ2VudC52MS5HZW5lcmF0b3JCBOJBAQMSHAoOZmFpbHVyZV9yZWFzb24YBSABKAlCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIv0CChFUcmFuc2NyaXB0U2VnbWVudBIYCgpzZWdtZW50X2lkGAEgASgJQgTiQQECEjEKBHJvbGUYAiABKA4yHS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Sb2xlQgTiQQECEhIKBHRleHQYAyABKAlCBOJBAQISEwoFZmluYWwYBCABKAhCBOJBAQESGQoLaW50ZXJydXB0ZWQYBSABKAhCBOJBAQESNAoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMgoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEhYKCGxhbmd1YWdlGAggASgJQgTiQQEBEhgKCmNvbmZpZGVuY2UYCSABKAJCBOJBAQESOwoHbWV0cmljcxgKIAEoCzIkLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlR1cm5NZXRyaWNzQgTiQQEBKloKB0NoYW5uZWwSFwoTQ0hBTk5FTF9VTlNQRUNJRklFRBAAEhAKDENIQU5ORUxfVEVYVBABEhEKDUNIQU5ORUxfVk9JQ0UQAhIRCg1DSEFOTkVMX1ZJREVPEAMqmAEKEkNvbnZlcnNhdGlvblN0YXR1cxIjCh9DT05WRVJTQVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHgoaQ09OVkVSU0FUSU9OX1NUQVRVU19BQ1RJVkUQARIdChlDT05WRVJTQVRJT05fU1RBVFVTX0VOREVEEAISHgoaQ09OVkVSU0FUSU9OX1NUQVRVU19GQUlMRUQQAyo7CgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARIOCgpST0xFX0FHRU5UEAIqZwoNTWVzc2FnZVNvdXJjZRIeChpNRVNTQUdFX1NPVVJDRV9VTlNQRUNJRklFRBAAEhcKE01FU1NBR0VfU09VUkNFX1RFWFQQARIdChlNRVNTQUdFX1NPVVJDRV9UUkFOU0NSSVBUEAIqkgEKClJlcGx5U3RhdGUSGwoXUkVQTFlfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVBMWV9TVEFURV9HRU5FUkFUSU5HEAESGAoUUkVQTFlfU1RBVEVfQ09NUExFVEUQAhIWChJSRVBMWV9TVEFURV9GQUlMRUQQAxIZChVSRVBMWV9TVEFURV9DQU5DRUxMRUQQBCp7CgxTdW1tYXJ5U3RhdGUSHQoZU1VNTUFSWV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVNVTU1BUllfU1RBVEVfUEVORElORxABEhcKE1NVTU1BUllfU1RBVEVfUkVBRFkQAhIYChRTVU1NQVJZX1NUQVRFX0ZBSUxFRBADYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp, file_syntera_agent_v1_resources]);
+  fileDesc("CidzeW50ZXJhL2NvbnZlcnNhdGlvbi92MS9yZXNvdXJjZXMucHJvdG8SF3N5bnRlcmEuY29udmVyc2F0aW9uLnYxInwKCEpvaW5JbmZvEg0KBXRva2VuGAEgASgJEgsKA3VybBgCIAEoCRIRCglyb29tX25hbWUYAyABKAkSEAoIaWRlbnRpdHkYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqYFCgxDb252ZXJzYXRpb24SHQoPY29udmVyc2F0aW9uX2lkGAEgASgJQgTiQQEDEhUKB3VzZXJfaWQYAiABKAlCBOJBAQMSEAoIYWdlbnRfaWQYAyABKAkSMQoHY2hhbm5lbBgEIAEoDjIgLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNoYW5uZWwSQQoGc3RhdHVzGAUgASgOMisuc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ29udmVyc2F0aW9uU3RhdHVzQgTiQQEDEhMKBXRpdGxlGAYgASgJQgTiQQEBEhcKCXJvb21fbmFtZRgHIAEoCUIE4kEBAxJLCghtZXRhZGF0YRgIIAMoCzIzLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvbi5NZXRhZGF0YUVudHJ5QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMQoIZHVyYXRpb24YCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSFgoIbGFzdF9zZXEYDCABKANCBOJBAQMSMQoEY2FsbBgNIAEoCzIdLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNhbGxCBOJBAQMSQwoHc3VtbWFyeRgOIAEoCzIsLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNvbnZlcnNhdGlvblN1bW1hcnlCBOJBAQMaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIroBCgtUdXJuTWV0cmljcxI0ChFlbmRfb2ZfdHVybl9kZWxheRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI6ChdsbG1fdGltZV90b19maXJzdF90b2tlbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI5ChZ0dHNfdGltZV90b19maXJzdF9ieXRlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uItEFCgdNZXNzYWdlEhgKCm1lc3NhZ2VfaWQYASABKAlCBOJBAQMSHQoPY29udmVyc2F0aW9uX2lkGAIgASgJQgTiQQEDEhEKA3NlcRgDIAEoA0IE4kEBAxIWCghyZXZpc2lvbhgEIAEoA0IE4kEBAxIxCgRyb2xlGAUgASgOMh0uc3ludGVyYS5jb252ZXJzYXRpb24udjEuUm9sZUIE4kEBAxI8CgZzb3VyY2UYBiABKA4yJi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5NZXNzYWdlU291cmNlQgTiQQEDEhIKBHRleHQYByABKAlCBOJBAQMSEwoFZmluYWwYCCABKAhCBOJBAQMSGQoLaW50ZXJydXB0ZWQYCSABKAhCBOJBAQMSGAoKc2VnbWVudF9pZBgKIAEoCUIE4kEBAxI0CgpzdGFydF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSFgoIbGFuZ3VhZ2UYDSABKAlCBOJBAQMSGAoKY29uZmlkZW5jZRgOIAEoAkIE4kEBAxI7CgdtZXRyaWNzGA8gASgLMiQuc3ludGVyYS5jb252ZXJzYXRpb24udjEuVHVybk1ldHJpY3NCBOJBAQMSFwoJc2VuZGVyX2lkGBAgASgJQgTiQQEDEjUKC2NyZWF0ZV90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSMwoFcmVwbHkYEyABKAsyHi5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBseUIE4kEBAyLLAQoFUmVwbHkSOAoFc3RhdGUYASABKA4yIy5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5SZXBseVN0YXRlQgTiQQEDEh0KD2luX3JlcGx5X3RvX3NlcRgCIAEoA0IE4kEBAxIcCg5mYWlsdXJlX3JlYXNvbhgDIAEoCUIE4kEBAxI0CglnZW5lcmF0b3IYBCABKAsyGy5zeW50ZXJhLmFnZW50LnYxLkdlbmVyYXRvckIE4kEBAxIVCgdhdHRlbXB0GAUgASgFQgTiQQEDIqMCChNDb252ZXJzYXRpb25TdW1tYXJ5EjoKBXN0YXRlGAEgASgOMiUuc3ludGVyYS5jb252ZXJzYXRpb24udjEuU3VtbWFyeVN0YXRlQgTiQQEDEhIKBHRleHQYAiABKAlCBOJBAQMSMQoEa2luZBgDIAEoDjIdLnN5bnRlcmEuYWdlbnQudjEuU3VtbWFyeUtpbmRCBOJBAQMSNAoJZ2VuZXJhdG9yGAQgASgLMhsuc3ludGVyYS5hZ2VudC52MS5HZW5lcmF0b3JCBOJBAQMSHAoOZmFpbHVyZV9yZWFzb24YBSABKAlCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIv0CChFUcmFuc2NyaXB0U2VnbWVudBIYCgpzZWdtZW50X2lkGAEgASgJQgTiQQECEjEKBHJvbGUYAiABKA4yHS5zeW50ZXJhLmNvbnZlcnNhdGlvbi52MS5Sb2xlQgTiQQECEhIKBHRleHQYAyABKAlCBOJBAQISEwoFZmluYWwYBCABKAhCBOJBAQESGQoLaW50ZXJydXB0ZWQYBSABKAhCBOJBAQESNAoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMgoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEhYKCGxhbmd1YWdlGAggASgJQgTiQQEBEhgKCmNvbmZpZGVuY2UYCSABKAJCBOJBAQESOwoHbWV0cmljcxgKIAEoCzIkLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLlR1cm5NZXRyaWNzQgTiQQEBIrUBCg9DYWxsUGFydGljaXBhbnQSEAoIaWRlbnRpdHkYASABKAkSMQoEa2luZBgCIAEoDjIjLnN5bnRlcmEubGl2ZWtpdC52MS5QYXJ0aWNpcGFudEtpbmQSLQoJam9pbl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpsZWF2ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLmAwoEQ2FsbBIxCgVzdGF0ZRgBIAEoDjIiLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNhbGxTdGF0ZRIQCghyb29tX3NpZBgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPgoMcGFydGljaXBhbnRzGAYgAygLMiguc3ludGVyYS5jb252ZXJzYXRpb24udjEuQ2FsbFBhcnRpY2lwYW50EjMKD2FnZW50X2pvaW5fdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoKZW5kX3JlYXNvbhgIIAEoDjImLnN5bnRlcmEuY29udmVyc2F0aW9uLnYxLkNhbGxFbmRSZWFzb24SGgoSYWdlbnRfcmVkaXNwYXRjaGVzGAkgASgFEi8KC3VwZGF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghyZXZpc2lvbhgLIAEoAypaCgdDaGFubmVsEhcKE0NIQU5ORUxfVU5TUEVDSUZJRUQQABIQCgxDSEFOTkVMX1RFWFQQARIRCg1DSEFOTkVMX1ZPSUNFEAISEQoNQ0hBTk5FTF9WSURFTxADKpgBChJDb252ZXJzYXRpb25TdGF0dXMSIwofQ09OVkVSU0FUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEh4KGkNPTlZFUlNBVElPTl9TVEFUVVNfQUNUSVZFEAESHQoZQ09OVkVSU0FUSU9OX1NUQVRVU19FTkRFRBACEh4KGkNPTlZFUlNBVElPTl9TVEFUVVNfRkFJTEVEEAMqOwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESDgoKUk9MRV9BR0VOVBACKmcKDU1lc3NhZ2VTb3VyY2USHgoaTUVTU0FHRV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNNRVNTQUdFX1NPVVJDRV9URVhUEAESHQoZTUVTU0FHRV9TT1VSQ0VfVFJBTlNDUklQVBACKpIBCgpSZXBseVN0YXRlEhsKF1JFUExZX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVQTFlfU1RBVEVfR0VORVJBVElORxABEhgKFFJFUExZX1NUQVRFX0NPTVBMRVRFEAISFgoSUkVQTFlfU1RBVEVfRkFJTEVEEAMSGQoVUkVQTFlfU1RBVEVfQ0FOQ0VMTEVEEAQqewoMU3VtbWFyeVN0YXRlEh0KGVNVTU1BUllfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVTVU1NQVJZX1NUQVRFX1BFTkRJTkcQARIXChNTVU1NQVJZX1NUQVRFX1JFQURZEAISGAoUU1VNTUFSWV9TVEFURV9GQUlMRUQQAypsCglDYWxsU3RhdGUSGgoWQ0FMTF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkNBTExfU1RBVEVfV0FJVElORxABEhUKEUNBTExfU1RBVEVfQUNUSVZFEAISFAoQQ0FMTF9TVEFURV9FTkRFRBADKqgBCg1DYWxsRW5kUmVhc29uEh8KG0NBTExfRU5EX1JFQVNPTl9VTlNQRUNJRklFRBAAEh0KGUNBTExfRU5EX1JFQVNPTl9VU0VSX0xFRlQQARIbChdDQUxMX0VORF9SRUFTT05fTk9fU0hPVxACEhsKF0NBTExfRU5EX1JFQVNPTl9IVU5HX1VQEAMSHQoZQ0FMTF9FTkRfUkVBU09OX1JPT01fTE9TVBAEYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp, file_syntera_agent_v1_resources, file_syntera_livekit_v1_resources]);
 
 /**
  * How the user joins a call: what `CreateConversation` returns for VOICE and VIDEO.
@@ -155,6 +157,14 @@ export type Conversation = Message$1<"syntera.conversation.v1.Conversation"> & {
    * @generated from field: int64 last_seq = 12;
    */
   lastSeq: bigint;
+
+  /**
+   * Output only. The call of a VOICE or VIDEO conversation as the LiveKit server reported it;
+   * unset for TEXT and until the call was set up.
+   *
+   * @generated from field: syntera.conversation.v1.Call call = 13;
+   */
+  call?: Call | undefined;
 
   /**
    * Output only. A short summary of a VOICE or VIDEO conversation's transcript, made when the
@@ -551,6 +561,140 @@ export const TranscriptSegmentSchema: GenMessage<TranscriptSegment> = /*@__PURE_
   messageDesc(file_syntera_conversation_v1_resources, 6);
 
 /**
+ * One connection of someone to a call's room.
+ *
+ * @generated from message syntera.conversation.v1.CallParticipant
+ */
+export type CallParticipant = Message$1<"syntera.conversation.v1.CallParticipant"> & {
+  /**
+   * The participant's identity: the user id for users.
+   *
+   * @generated from field: string identity = 1;
+   */
+  identity: string;
+
+  /**
+   * USER or AGENT.
+   *
+   * @generated from field: syntera.livekit.v1.ParticipantKind kind = 2;
+   */
+  kind: ParticipantKind;
+
+  /**
+   * When the participant joined.
+   *
+   * @generated from field: google.protobuf.Timestamp join_time = 3;
+   */
+  joinTime?: Timestamp | undefined;
+
+  /**
+   * When the participant left; unset while in the room.
+   *
+   * @generated from field: google.protobuf.Timestamp leave_time = 4;
+   */
+  leaveTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.CallParticipant.
+ * Use `create(CallParticipantSchema)` to create a new message.
+ */
+export const CallParticipantSchema: GenMessage<CallParticipant> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_resources, 7);
+
+/**
+ * A voice or video call of a conversation, as the LiveKit server reported it through webhooks
+ * (and as the mesh found it when comparing with the server).
+ *
+ * @generated from message syntera.conversation.v1.Call
+ */
+export type Call = Message$1<"syntera.conversation.v1.Call"> & {
+  /**
+   * WAITING, ACTIVE or ENDED.
+   *
+   * @generated from field: syntera.conversation.v1.CallState state = 1;
+   */
+  state: CallState;
+
+  /**
+   * The LiveKit server's id of the room; empty until the room started.
+   *
+   * @generated from field: string room_sid = 2;
+   */
+  roomSid: string;
+
+  /**
+   * When the room started; unset until then.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When the room finished; unset until then.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * From start to end; unset until the call ended.
+   *
+   * @generated from field: google.protobuf.Duration duration = 5;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * Everyone who was in the room, in join order; a rejoin is a new entry.
+   *
+   * @generated from field: repeated syntera.conversation.v1.CallParticipant participants = 6;
+   */
+  participants: CallParticipant[];
+
+  /**
+   * When the agent first joined; unset until then.
+   *
+   * @generated from field: google.protobuf.Timestamp agent_join_time = 7;
+   */
+  agentJoinTime?: Timestamp | undefined;
+
+  /**
+   * Why the call ended; UNSPECIFIED until it did.
+   *
+   * @generated from field: syntera.conversation.v1.CallEndReason end_reason = 8;
+   */
+  endReason: CallEndReason;
+
+  /**
+   * How often the agent was dispatched again because it left while its user was still there.
+   *
+   * @generated from field: int32 agent_redispatches = 9;
+   */
+  agentRedispatches: number;
+
+  /**
+   * When the record last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 10;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * Grows with every change of the record: a record never replaces one with a higher revision.
+   *
+   * @generated from field: int64 revision = 11;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message syntera.conversation.v1.Call.
+ * Use `create(CallSchema)` to create a new message.
+ */
+export const CallSchema: GenMessage<Call> = /*@__PURE__*/
+  messageDesc(file_syntera_conversation_v1_resources, 8);
+
+/**
  * How a conversation is held.
  *
  * @generated from enum syntera.conversation.v1.Channel
@@ -790,4 +934,94 @@ export enum SummaryState {
  */
 export const SummaryStateSchema: GenEnum<SummaryState> = /*@__PURE__*/
   enumDesc(file_syntera_conversation_v1_resources, 5);
+
+/**
+ * Where a call is in its life.
+ *
+ * @generated from enum syntera.conversation.v1.CallState
+ */
+export enum CallState {
+  /**
+   * Unknown state.
+   *
+   * @generated from enum value: CALL_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Set up, or being set up, and no user is in the room (not yet, or not any more).
+   *
+   * @generated from enum value: CALL_STATE_WAITING = 1;
+   */
+  WAITING = 1,
+
+  /**
+   * A user is in the room.
+   *
+   * @generated from enum value: CALL_STATE_ACTIVE = 2;
+   */
+  ACTIVE = 2,
+
+  /**
+   * The room has finished.
+   *
+   * @generated from enum value: CALL_STATE_ENDED = 3;
+   */
+  ENDED = 3,
+}
+
+/**
+ * Describes the enum syntera.conversation.v1.CallState.
+ */
+export const CallStateSchema: GenEnum<CallState> = /*@__PURE__*/
+  enumDesc(file_syntera_conversation_v1_resources, 6);
+
+/**
+ * Why a call ended.
+ *
+ * @generated from enum syntera.conversation.v1.CallEndReason
+ */
+export enum CallEndReason {
+  /**
+   * Not ended, or unknown.
+   *
+   * @generated from enum value: CALL_END_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The users left and the LiveKit server closed the room.
+   *
+   * @generated from enum value: CALL_END_REASON_USER_LEFT = 1;
+   */
+  USER_LEFT = 1,
+
+  /**
+   * The room closed before any user joined.
+   *
+   * @generated from enum value: CALL_END_REASON_NO_SHOW = 2;
+   */
+  NO_SHOW = 2,
+
+  /**
+   * The conversation was ended (hung up), which deleted the room.
+   *
+   * @generated from enum value: CALL_END_REASON_HUNG_UP = 3;
+   */
+  HUNG_UP = 3,
+
+  /**
+   * The LiveKit server no longer had the room and never said it finished (a server restart, say);
+   * found when the mesh compared its records with the server.
+   *
+   * @generated from enum value: CALL_END_REASON_ROOM_LOST = 4;
+   */
+  ROOM_LOST = 4,
+}
+
+/**
+ * Describes the enum syntera.conversation.v1.CallEndReason.
+ */
+export const CallEndReasonSchema: GenEnum<CallEndReason> = /*@__PURE__*/
+  enumDesc(file_syntera_conversation_v1_resources, 7);
 

@@ -1,0 +1,163 @@
+"""A call never loses its agent: dispatch it again when it left a user alone in the room.
+
+LiveKit does not re-dispatch a job whose worker died (livekit/agents#1472): the user is left talking
+to an empty room. When the newest session of a call that has not ended has a user in it and its
+agent left (a `participant_left` webhook, or its absence found by reconciliation), the keeper
+checks the server's own view, and if the room really has a user and no agent it creates a new
+dispatch marked `resume`, so the new agent greets with "I'm back" and carries on with the history.
+
+A dispatch only reaches an agent if a worker is registered at that moment; the server does not
+keep it for a worker that registers later. So while the room still needs an agent the keeper
+looks again every second: a dispatch no worker took within a few seconds is withdrawn and made
+again, and one a worker took gets time for its agent to join before it is given up.
+
+Runs in one agent_svc replica at a time (a second one could dispatch a second agent); the mesh
+runs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from agent_svc import ids
+from agent_svc.call_ledger import CallLedger
+from agent_svc.call_record import CallEvent, EventKind, Role
+from agent_svc.call_store import StoredCall
+from agent_svc.livekit_gateway import LiveKitGateway, RoomNotFoundError
+from agent_svc.model import ParticipantKind
+from servicekit.errors import DomainError
+from servicekit.times import US_PER_SECOND, now_us
+
+log = structlog.get_logger("agent_svc.agent_keeper")
+
+CHECK_INTERVAL_SECONDS = 1.0
+# The agent may be reconnecting (a network blip): give it this long before replacing it.
+SETTLE_SECONDS = 2.0
+# A dispatch no worker took by then found no worker: withdraw it and try again.
+UNCLAIMED_SECONDS = 2.0
+# A dispatch a worker took gets this long for its agent to appear in the room.
+ARRIVAL_SECONDS = 20.0
+
+
+@dataclass
+class _Need:
+    noticed_us: int
+    dispatch_id: str = ""
+    dispatched_us: int = 0
+
+
+class AgentKeeper:
+    """Watches calls whose agent left and dispatches a new one.
+
+    Args:
+        ledger: The calls (and where the re-dispatch is recorded).
+        gateway: The LiveKit server API.
+        agent_name: The worker's registered agent name.
+        clock: UTC microseconds now.
+    """
+
+    def __init__(
+        self,
+        ledger: CallLedger,
+        gateway: LiveKitGateway,
+        agent_name: str,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        self._ledger = ledger
+        self._gateway = gateway
+        self._agent_name = agent_name
+        self._clock = clock
+        self._needs: dict[str, _Need] = {}
+        self._wake = asyncio.Event()
+
+    def notice(self, call: StoredCall) -> None:
+        """Ledger listener: remembers calls whose agent left its user."""
+        if call.record.agent_left_its_user() and call.conversation_id not in self._needs:
+            self._needs[call.conversation_id] = _Need(noticed_us=self._clock())
+            self._wake.set()
+
+    async def adopt_running(self) -> None:
+        """At start-up: calls recorded before this process started may already need an agent."""
+        for call in await self._ledger.store.running():
+            self.notice(call)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for conversation_id in list(self._needs):
+                try:
+                    await self._check(conversation_id)
+                except DomainError as exc:
+                    log.warning(
+                        "agent check failed; retrying", conversation_id=conversation_id, reason=exc.reason
+                    )
+            self._wake.clear()
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waits, timeout=CHECK_INTERVAL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _check(self, conversation_id: str) -> None:
+        need = self._needs[conversation_id]
+        stored = await self._ledger.store.load(conversation_id)
+        if stored is None or not stored.record.agent_left_its_user():
+            del self._needs[conversation_id]
+            return
+        now = self._clock()
+        if now - need.noticed_us < SETTLE_SECONDS * US_PER_SECOND:
+            return
+        room = ids.room_name(conversation_id)
+        try:
+            present = await self._gateway.list_participants(room)
+        except RoomNotFoundError:
+            del self._needs[conversation_id]
+            return
+        kinds = {p.kind for p in present}
+        if ParticipantKind.AGENT in kinds or ParticipantKind.USER not in kinds:
+            return  # the server's view leads; the webhooks (or reconciliation) will catch up
+        if need.dispatch_id:
+            since = now - need.dispatched_us
+            if since < UNCLAIMED_SECONDS * US_PER_SECOND:
+                return
+            claimed = any(
+                d.dispatch_id == need.dispatch_id and d.jobs > 0
+                for d in await self._gateway.list_dispatches(room)
+            )
+            if claimed and since < ARRIVAL_SECONDS * US_PER_SECOND:
+                return
+            await self._gateway.delete_dispatch(room, need.dispatch_id)
+        retry = bool(need.dispatch_id)
+        agent_id = stored.agent_id or await self._agent_of_room(room)
+        created = await self._gateway.create_dispatch(
+            room, self._agent_name, ids.dispatch_metadata(conversation_id, agent_id, resume=True)
+        )
+        need.dispatch_id, need.dispatched_us = created.dispatch_id, now
+        log.warning(
+            "agent left its user; dispatched it again",
+            conversation_id=conversation_id,
+            dispatch_id=created.dispatch_id,
+            retry=retry,
+        )
+        # One count per agent lost, however many attempts it takes to find a worker.
+        lost = [p for p in stored.record.participants if p.role is Role.AGENT and p.left_by_event]
+        key = lost[-1].participant_sid if lost else created.dispatch_id
+        await self._ledger.ingest(
+            CallEvent(
+                f"redispatch:{key}",
+                EventKind.AGENT_REDISPATCHED,
+                conversation_id,
+                stored.record.room_sid,
+                now,
+            )
+        )
+
+    async def _agent_of_room(self, room: str) -> str:
+        """The agent profile of the room's earlier dispatches (a call held before the mesh knew it)."""
+        for dispatch in await self._gateway.list_dispatches(room):
+            agent_id = ids.agent_of_dispatch(dispatch.metadata)
+            if agent_id:
+                return agent_id
+        return ids.DEFAULT_AGENT_ID
