@@ -37,6 +37,7 @@ from agent_svc.webhooks import WebhookIntake
 from servicekit import logs, telemetry
 from servicekit.client import ServiceCredentials, open_channel
 from servicekit.server import RunningServer, serve_until_signal, start_server
+from servicekit.settings import DEV_MODE_WARNING
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.livekit.v1 import (
     call_service_pb2,
@@ -132,7 +133,7 @@ async def create_server(
     call_store = CallStore(database)
     sink = None
     if chat_channel is not None:
-        credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+        credentials = ServiceCredentials(settings.service_jwt_secret.get_secret_value(), SERVICE_NAME)
         sink = ChatCallSink(chat_channel, credentials, settings.chat_svc_timeout_seconds)
     ledger = CallLedger(call_store, sink)
     guard = QuotaGuard(
@@ -169,7 +170,7 @@ async def create_server(
         base = await start_server(
             host=settings.host,
             port=settings.port,
-            jwt_secret=settings.jwt_secret,
+            tokens=settings.token_policy(),
             registrars=[register_livekit, register_calls, register_agents],
             service_names=SERVICE_NAMES,
             self_authenticated=[RECEIVE_WEBHOOK_METHOD],
@@ -285,9 +286,7 @@ def main() -> None:
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format, service="agent_svc")
     if settings.dev_mode:
-        log.warning(
-            "DEV MODE is on: development defaults may be in use; never run it like this in production"
-        )
+        log.warning(DEV_MODE_WARNING)
     try:
         with telemetry.running("agent_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
             asyncio.run(_run(settings))

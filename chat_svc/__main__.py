@@ -15,6 +15,7 @@ from chat_svc.reply_client import AgentWriterClient
 from chat_svc.settings import ChatSettings
 from chat_svc.store import open_client
 from servicekit import logs, telemetry
+from servicekit.settings import DEV_MODE_WARNING
 
 log = structlog.get_logger("chat_svc")
 
@@ -26,11 +27,13 @@ async def _run(settings: ChatSettings) -> None:
     client = open_client(settings.mongodb_uri, settings.mongodb_timeout_seconds, [disruptions])
     database = client[settings.mongodb_database]
     calls = AgentServiceClient.connect(
-        settings.agent_svc_address, settings.jwt_secret, settings.agent_svc_timeout_seconds
+        settings.agent_svc_address,
+        settings.service_jwt_secret.get_secret_value(),
+        settings.agent_svc_timeout_seconds,
     )
     writer = AgentWriterClient.connect(
         settings.agent_svc_address,
-        settings.jwt_secret,
+        settings.service_jwt_secret.get_secret_value(),
         settings.reply_timeout_seconds,
         settings.summary_timeout_seconds,
     )
@@ -72,7 +75,7 @@ def main() -> None:
     settings = ChatSettings()
     logs.configure(settings.log_level, settings.log_format, service="chat_svc")
     if settings.dev_mode:
-        log.warning("DEV MODE: development defaults in use; never run like this in production")
+        log.warning(DEV_MODE_WARNING)
     with telemetry.running("chat_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
         asyncio.run(_run(settings))
 

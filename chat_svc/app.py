@@ -102,7 +102,7 @@ async def create_server(
     running = await start_server(
         host=settings.host,
         port=settings.port,
-        jwt_secret=settings.jwt_secret,
+        tokens=settings.token_policy(),
         registrars=[
             lambda server: conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
                 servicer, server

@@ -15,10 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devrun.settings import RunSettings
-from servicekit import auth
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MAX_TOKEN_TTL_SECONDS = 30 * 24 * 3600
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,11 +43,16 @@ def _token(user: str, ttl: int) -> int:
     if not _ID.match(user):
         print("error: --user must match ^[A-Za-z0-9_-]{1,64}$", file=sys.stderr)
         return 2
-    if not 0 < ttl <= MAX_TOKEN_TTL_SECONDS:
-        print(f"error: --ttl must be between 1 and {MAX_TOKEN_TTL_SECONDS} seconds", file=sys.stderr)
-        return 2
     settings = RunSettings()
-    print(auth.mint(settings.effective_jwt_secret, user, ttl_seconds=ttl))
+    # The services refuse tokens valid for longer than SYNTERA_JWT_MAX_TTL_SECONDS.
+    if not 0 < ttl <= settings.jwt_max_ttl_seconds:
+        print(
+            f"error: --ttl must be between 1 and {settings.jwt_max_ttl_seconds} seconds "
+            "(SYNTERA_JWT_MAX_TTL_SECONDS)",
+            file=sys.stderr,
+        )
+        return 2
+    print(settings.user_token(user, ttl))
     return 0
 
 

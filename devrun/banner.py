@@ -10,7 +10,6 @@ from pathlib import Path
 from devrun.launch import ROOT
 from devrun.sample_audio import SampleCall
 from devrun.settings import RunSettings
-from servicekit import auth
 
 DEV_USER = "alice"
 # Long enough for an afternoon of trying things; `python -m devrun token` mints more.
@@ -111,13 +110,20 @@ def closing_line(calls: CallSetup | None) -> str:
     return f'==> Voice call: open {calls.page_url}, sign in with the token, press "Voice call", talk. {stop}'
 
 
+# Every create and send in the examples carries a fresh requestId (a JSON string): resending the
+# same command with the same id after a 503 (the outcome is unknown) is then safe.
+NEW_REQUEST_ID = "\"'\"$(python3 -c 'import uuid; print(uuid.uuid4())')\"'\""
+CREATE_VOICE_DATA = '-d \'{"agentId":"default","channel":"CHANNEL_VOICE","requestId":' + NEW_REQUEST_ID + "}'"
+SEND_HELLO_DATA = '-d \'{"text":"hello","requestId":' + NEW_REQUEST_ID + "}'"
+
+
 def voice_call_example(settings: RunSettings, sample: SampleCall) -> list[str]:
     """The "try a voice call without LiveKit" lines: a conversation, a watcher, `voice_worker simulate`.
 
     The command carries what the worker needs to reach this mesh: the two service addresses and,
-    in dev mode, `SYNTERA_DEV_MODE=true` so it signs its service token with the same dev secret as
-    the services (outside dev mode it reads SYNTERA_JWT_SECRET from the environment or `.env`, as
-    the services do; a secret is never printed). Offline providers, whatever LIVEKIT_* says.
+    in dev mode, `SYNTERA_DEV_MODE=true` so it signs its service token with the same dev service
+    secret as the services (outside dev mode it reads SYNTERA_SERVICE_JWT_SECRET from the environment
+    or `.env`, as the services do; a secret is never printed). Offline providers, whatever LIVEKIT_* says.
     """
     edge = f"http://{_client_host(settings.envoy_host)}:{settings.envoy_port}"
     run_dir = (ROOT / settings.run_dir).resolve()
@@ -149,13 +155,14 @@ def voice_call_example(settings: RunSettings, sample: SampleCall) -> list[str]:
         ]
     if not settings.effective_dev_mode:
         lines.append(
-            "The worker signs in with SYNTERA_JWT_SECRET from your environment or ./.env, like the services."
+            "The worker signs in with SYNTERA_SERVICE_JWT_SECRET from your environment or ./.env, like the "
+            "services."
         )
     lines += [
         "A new voice conversation for the call:",
         f"  VOICE_CID=$(curl -sS -X POST {edge}/v1/conversations \\",
         '    -H "authorization: Bearer $TOKEN" -H "content-type: application/json" \\',
-        '    -d \'{"agentId":"default","channel":"CHANNEL_VOICE"}\' \\',
+        f"    {CREATE_VOICE_DATA} \\",
         "    | python3 -c 'import json,sys; "
         'print(json.load(sys.stdin)["conversation"]["conversationId"])\')',
         "Watch it live, e.g. in another terminal (set TOKEN and VOICE_CID there too):",
@@ -214,12 +221,19 @@ def render_banner(
         f"  export TOKEN={token}",
         "",
     ]
+    if settings.effective_dev_mode:
+        lines += [
+            "DEV MODE: its JWT secrets are public (they are in the repository), so anyone can sign tokens",
+            "for this mesh; it listens on loopback only. Outside dev mode set SYNTERA_JWT_SECRET and",
+            "SYNTERA_SERVICE_JWT_SECRET (see .env.example).",
+            "",
+        ]
     if with_chat:
         lines += [
             "Start a voice conversation (chat_svc checks that a conversation is yours) and keep its id:",
             f"  CID=$(curl -sS -X POST {edge}/v1/conversations \\",
             '    -H "authorization: Bearer $TOKEN" -H "content-type: application/json" \\',
-            '    -d \'{"agentId":"default","channel":"CHANNEL_VOICE"}\' \\',
+            f"    {CREATE_VOICE_DATA} \\",
             "    | python3 -c 'import json,sys; "
             'print(json.load(sys.stdin)["conversation"]["conversationId"])\')',
         ]
@@ -253,7 +267,7 @@ def render_banner(
             "Watch the conversation as newline-delimited JSON while sending it a message:",
             f'  curl -N {edge}/v1/conversations/$CID:watch -H "authorization: Bearer $TOKEN" &',
             f'  curl -sS -X POST {edge}/v1/conversations/$CID/messages -H "authorization: Bearer $TOKEN" \\',
-            '    -H "content-type: application/json" -d \'{"text":"hello"}\'',
+            f'    -H "content-type: application/json" {SEND_HELLO_DATA}',
         ]
         if sample is not None:
             lines += ["", *voice_call_example(settings, sample)]
@@ -291,7 +305,7 @@ def print_banner(
     sample: SampleCall | None = None,
     calls: CallSetup | None = None,
 ) -> None:
-    token = auth.mint(settings.effective_jwt_secret, DEV_USER, ttl_seconds=BANNER_TOKEN_TTL_SECONDS)
+    token = settings.user_token(DEV_USER, BANNER_TOKEN_TTL_SECONDS)
     print(render_banner(settings, with_chat=with_chat, token=token, sample=sample, calls=calls), flush=True)
 
 

@@ -13,6 +13,7 @@ that need many meshes side by side and must restart single processes on the same
 
 from __future__ import annotations
 
+import secrets
 import socket
 import uuid
 from collections.abc import Mapping
@@ -107,7 +108,8 @@ class Mesh:
         envoy_admin_port: Envoy's admin port (loopback).
         livekit: The LiveKit server or stand-in.
         database: The MongoDB database the services use.
-        jwt_secret: The secret the services verify bearer tokens with.
+        jwt_secret: The secret the services verify user tokens with.
+        service_jwt_secret: The secret services sign their tokens for each other with.
         log_dir: Where each process's log file is (`<name>.log`).
     """
 
@@ -120,6 +122,7 @@ class Mesh:
     database: str
     jwt_secret: str
     log_dir: Path
+    service_jwt_secret: str = field(repr=False, default="")
     _env: dict[str, str] = field(repr=False, default_factory=dict)
     _workdir: Path = field(repr=False, default=ROOT)
     _edge: EdgeConfig | None = field(repr=False, default=None)
@@ -206,6 +209,7 @@ def start_mesh(
     workdir: Path,
     *,
     jwt_secret: str,
+    service_jwt_secret: str | None = None,
     database: str | None = None,
     with_chat: bool | None = None,
     with_envoy: bool = True,
@@ -221,7 +225,9 @@ def start_mesh(
     Args:
         store: The running embedded store.
         workdir: Folder for logs, configs, the worker's outbox and the children's working directory.
-        jwt_secret: The secret the services verify bearer tokens with (outside dev mode).
+        jwt_secret: The secret the services verify user tokens with (outside dev mode).
+        service_jwt_secret: The secret services sign their tokens for each other with; a fresh
+            one when None (`Mesh.service_jwt_secret` has it).
         database: MongoDB database name; a fresh one when None.
         with_chat: Start chat_svc; None means "when the chat_svc package exists".
         with_envoy: Start Envoy.
@@ -243,6 +249,7 @@ def start_mesh(
     workdir.mkdir(parents=True, exist_ok=True)
     log_dir = workdir / "logs"
     database = database or f"mesh_{uuid.uuid4().hex[:12]}"
+    service_jwt_secret = service_jwt_secret or secrets.token_urlsafe(32)
     if livekit is None:
         keys = LiveKitKeys.generate()
         endpoint = LiveKitEndpoint(free_port(), keys.api_key, keys.api_secret, "server", free_udp_port())
@@ -256,6 +263,7 @@ def start_mesh(
         # the ownership check it would make against chat_svc.
         "SYNTERA_DEV_MODE": "false" if with_chat else "true",
         "SYNTERA_JWT_SECRET": jwt_secret,
+        "SYNTERA_SERVICE_JWT_SECRET": service_jwt_secret,
         "LOG_LEVEL": log_level,
         "LOG_FORMAT": "json",
         "MONGODB_URI": store.uri,
@@ -308,6 +316,7 @@ def start_mesh(
         database=database,
         jwt_secret=jwt_secret,
         log_dir=log_dir,
+        service_jwt_secret=service_jwt_secret,
         _env=env,
         _workdir=workdir,
         _edge=edge,

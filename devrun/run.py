@@ -238,6 +238,32 @@ def check_ports(plans: list[PortPlan]) -> None:
         raise PortTaken("ports needed by make run are already in use:\n" + "\n".join(lines))
 
 
+def check_identity(settings: RunSettings) -> None:
+    """Outside dev mode both secrets are needed; in dev mode, whose secrets are public, loopback only.
+
+    The services refuse the same at start-up; said here first, before anything starts.
+    """
+    if settings.effective_dev_mode:
+        public = settings.public_hosts()
+        if public:
+            raise PlanError(
+                "dev mode listens on loopback addresses only (its JWT secrets are public), but "
+                f"{', '.join(public)}: use 127.0.0.1, or set SYNTERA_DEV_MODE=false with your own "
+                "secrets (see .env.example)"
+            )
+        return
+    for variable, secret in (
+        ("SYNTERA_JWT_SECRET", settings.jwt_secret),
+        ("SYNTERA_SERVICE_JWT_SECRET", settings.service_jwt_secret),
+    ):
+        if not secret.get_secret_value():
+            raise PlanError(
+                f"SYNTERA_DEV_MODE is false (environment or .env) and {variable} is empty: "
+                "set SYNTERA_DEV_MODE=true for local development, or configure the secrets "
+                "(two different ones, see .env.example)"
+            )
+
+
 def plan_run(settings: RunSettings) -> RunPlan:
     """Decides what to start and checks it can start; nothing runs yet.
 
@@ -246,11 +272,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
     """
     if not DEFAULT_DESCRIPTOR.exists():
         raise PlanError(f"{DEFAULT_DESCRIPTOR} is missing; run 'make generate'")
-    if not settings.effective_dev_mode and not settings.jwt_secret:
-        raise PlanError(
-            "SYNTERA_DEV_MODE is false (environment or .env) and SYNTERA_JWT_SECRET is empty: "
-            "set SYNTERA_DEV_MODE=true for local development, or configure a secret (see .env.example)"
-        )
+    check_identity(settings)
     livekit = plan_livekit(settings)
     with_store = settings.uses_embedded_store
     with_chat = package_present("chat_svc")

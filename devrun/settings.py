@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devrun.envoy_config import parse_origins
-from servicekit.settings import DEV_JWT_SECRET
+from servicekit import auth
+from servicekit.settings import DEV_JWT_SECRET, is_loopback
 
 # devrun.livekit_server.DEFAULT_PORT; not imported from there, which would load grpc for `devrun token`.
 LIVEKIT_DEFAULT_PORT = 7880
@@ -22,7 +23,17 @@ class RunSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     dev_mode: bool | None = Field(default=None, validation_alias="SYNTERA_DEV_MODE")
-    jwt_secret: str = Field(default="", validation_alias="SYNTERA_JWT_SECRET", repr=False)
+    jwt_secret: SecretStr = Field(default=SecretStr(""), validation_alias="SYNTERA_JWT_SECRET")
+    service_jwt_secret: SecretStr = Field(
+        default=SecretStr(""), validation_alias="SYNTERA_SERVICE_JWT_SECRET"
+    )
+    # The services refuse user tokens valid for longer, or without these `aud` / `iss` when set:
+    # the tokens make run prints must pass.
+    jwt_max_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400, validation_alias="SYNTERA_JWT_MAX_TTL_SECONDS"
+    )
+    jwt_audience: str = Field(default="", validation_alias="SYNTERA_JWT_AUDIENCE")
+    jwt_issuer: str = Field(default="", validation_alias="SYNTERA_JWT_ISSUER")
     run_dir: str = Field(default=".run", validation_alias="RUN_DIR")
     mongodb_port: int = Field(default=27017, ge=1, le=65535, validation_alias="MONGODB_PORT")
     mongodb_uri: str = Field(default="", validation_alias="MONGODB_URI", repr=False)
@@ -60,11 +71,31 @@ class RunSettings(BaseSettings):
         """Dev mode unless it was switched off, or a JWT secret was configured and dev mode left unset."""
         if self.dev_mode is not None:
             return self.dev_mode
-        return not self.jwt_secret
+        return not self.jwt_secret.get_secret_value()
 
     @property
     def effective_jwt_secret(self) -> str:
-        return self.jwt_secret or DEV_JWT_SECRET
+        return self.jwt_secret.get_secret_value() or DEV_JWT_SECRET
+
+    def user_token(self, user: str, ttl_seconds: int) -> str:
+        """A user token the services accept: their secret, and `aud` / `iss` when configured."""
+        return auth.mint(
+            self.effective_jwt_secret,
+            user,
+            ttl_seconds=ttl_seconds,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+        )
+
+    def public_hosts(self) -> list[str]:
+        """`VARIABLE=host` for each address make run would listen on beyond this machine."""
+        hosts = {
+            "ENVOY_HOST": self.envoy_host,
+            "AGENT_SVC_HOST": self.agent_host,
+            "CHAT_SVC_HOST": self.chat_host,
+            "VOICE_WORKER_HTTP_HOST": self.worker_http_host,
+        }
+        return [f"{name}={host}" for name, host in hosts.items() if not is_loopback(host)]
 
     @property
     def livekit_external(self) -> bool:

@@ -1,12 +1,14 @@
 """Identity: HS256 JWTs carrying the user (`sub`) or a service (`role: service`).
 
-No grpc here; the interceptor in `servicekit.interceptors` reads the header and calls `verify`.
+Users and services sign with different secrets, and service tokens are refused on calls that came
+through the public edge. No grpc here; the interceptor in `servicekit.interceptors` reads the
+header and calls `TokenPolicy.verify`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 
@@ -29,30 +31,124 @@ class Principal:
     is_service: bool
 
 
-def verify(token: str, secret: str) -> Principal:
-    """Checks signature and expiry; raises an UNAUTHENTICATED DomainError otherwise."""
+@dataclass(frozen=True)
+class TokenPolicy:
+    """Which tokens a service accepts: users' and services' signed with their own secrets.
+
+    Attributes:
+        user_secret: Signs user tokens (`SYNTERA_JWT_SECRET`).
+        service_secret: Signs the tokens services send each other (`SYNTERA_SERVICE_JWT_SECRET`).
+            Separate, so that whoever can mint user tokens (a dev secret in the repository, a
+            leaked signing key of the login system) still cannot act as a service.
+        max_ttl_seconds: The longest lifetime a token may have left; a token valid for longer is
+            refused, so a stolen one cannot be used for years.
+        audience: When set, user tokens must carry it as `aud`.
+        issuer: When set, user tokens must carry it as `iss`.
+    """
+
+    user_secret: str = field(repr=False)
+    service_secret: str = field(repr=False)
+    max_ttl_seconds: int = 86_400
+    audience: str = ""
+    issuer: str = ""
+
+    def verify(self, token: str, *, from_edge: bool = False) -> Principal:
+        """The caller a token names; an UNAUTHENTICATED DomainError for any token not acceptable.
+
+        Args:
+            token: The bearer token.
+            from_edge: The call came through the public edge, where service tokens are refused:
+                services call each other directly, never through Envoy.
+        """
+        if _claims_role(token) == SERVICE_ROLE:
+            if from_edge:
+                raise unauthenticated(
+                    "service tokens are not accepted from outside the mesh", "SERVICE_TOKEN_AT_EDGE"
+                )
+            principal = verify(token, self.service_secret, max_ttl_seconds=self.max_ttl_seconds)
+            if not principal.is_service:
+                raise unauthenticated("the bearer token is not valid", "TOKEN_INVALID")
+            return principal
+        principal = verify(
+            token,
+            self.user_secret,
+            max_ttl_seconds=self.max_ttl_seconds,
+            audience=self.audience,
+            issuer=self.issuer,
+        )
+        if principal.is_service:
+            raise unauthenticated("the bearer token is not valid", "TOKEN_INVALID")
+        return principal
+
+
+def verify(
+    token: str,
+    secret: str,
+    *,
+    max_ttl_seconds: int | None = None,
+    audience: str = "",
+    issuer: str = "",
+) -> Principal:
+    """Checks one token against one secret: signature, expiry and, when given, lifetime, `aud`, `iss`.
+
+    Raises an UNAUTHENTICATED DomainError otherwise. `TokenPolicy.verify` picks the secret.
+    """
+    required = ["sub", "exp"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"require": ["sub", "exp"]},
+            audience=audience or None,
+            issuer=issuer or None,
+            options={"require": required, "verify_aud": bool(audience)},
             leeway=CLOCK_SKEW_SECONDS,
         )
     except jwt.ExpiredSignatureError:
         raise unauthenticated("the bearer token has expired", "TOKEN_EXPIRED") from None
+    except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
+        raise unauthenticated("the bearer token is not for this service", "TOKEN_WRONG_AUDIENCE") from None
     except jwt.InvalidTokenError:
         raise unauthenticated("the bearer token is not valid", "TOKEN_INVALID") from None
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise unauthenticated("the bearer token has no subject", "TOKEN_INVALID")
+    expires = claims["exp"]
+    if max_ttl_seconds is not None and (
+        not isinstance(expires, int | float) or expires - time.time() > max_ttl_seconds + CLOCK_SKEW_SECONDS
+    ):
+        raise unauthenticated(
+            f"the bearer token is valid for longer than {max_ttl_seconds} seconds", "TOKEN_LIFETIME_TOO_LONG"
+        )
     return Principal(subject=subject, is_service=claims.get("role") == SERVICE_ROLE)
 
 
-def mint(secret: str, subject: str, *, service: bool = False, ttl_seconds: int = 3600) -> str:
-    """Mints a token for a user, or for a service when `service` is true."""
+def mint(
+    secret: str,
+    subject: str,
+    *,
+    service: bool = False,
+    ttl_seconds: int = 3600,
+    audience: str = "",
+    issuer: str = "",
+) -> str:
+    """Mints a token for a user, or for a service when `service` is true (sign those with the
+    service secret)."""
     now = int(time.time())
     claims: dict[str, object] = {"sub": subject, "iat": now, "exp": now + ttl_seconds}
     if service:
         claims["role"] = SERVICE_ROLE
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def _claims_role(token: str) -> object:
+    """The `role` a token claims, read without checking it: it only decides which secret checks it."""
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    return unverified.get("role")

@@ -39,19 +39,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(
         self,
-        jwt_secret: str,
+        tokens: auth.TokenPolicy,
         public_prefixes: Collection[str] = PUBLIC_PREFIXES,
         self_authenticated: Collection[str] = (),
     ) -> None:
         """
         Args:
-            jwt_secret: Verifies bearer tokens.
+            tokens: Which bearer tokens are accepted (users' and services', each with its secret).
             public_prefixes: Methods left entirely alone (health, reflection).
             self_authenticated: Full method names whose callers cannot send our bearer token (LiveKit's
                 webhook, signed its own way). They get no principal; the handler must verify the
                 request itself. Errors, request id and access log are handled as for any method.
         """
-        self._secret = jwt_secret
+        self._tokens = tokens
         self._public = tuple(public_prefixes)
         self._self_authenticated = frozenset(self_authenticated)
 
@@ -94,7 +94,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             raise DomainError(
                 ErrorKind.UNAUTHENTICATED, "TOKEN_MISSING", "authorization must be 'Bearer <token>'"
             )
-        principal = auth.verify(token.strip(), self._secret)
+        # Envoy marks every call it forwards: those come from outside, where no service calls.
+        principal = self._tokens.verify(token.strip(), from_edge=auth.EDGE_HEADER in metadata)
         # Bound only after verification, and reset by the wrapper's `finally` with the rest.
         context.bind_bearer_token(token.strip())
         return principal

@@ -18,6 +18,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from servicekit import tracing
+from servicekit.auth import TokenPolicy
 from servicekit.interceptors import ServiceInterceptor
 from servicekit.metrics import RpcMetricsInterceptor
 
@@ -51,7 +52,7 @@ async def start_server(
     *,
     host: str,
     port: int,
-    jwt_secret: str,
+    tokens: TokenPolicy,
     registrars: Sequence[Registrar],
     service_names: Sequence[str],
     self_authenticated: Sequence[str] = (),
@@ -67,13 +68,17 @@ async def start_server(
         interceptors=[
             *tracing.server_interceptors(),
             RpcMetricsInterceptor(),
-            ServiceInterceptor(jwt_secret, self_authenticated=self_authenticated),
+            ServiceInterceptor(tokens, self_authenticated=self_authenticated),
         ],
         options=[
             # Long-lived watch streams send keep-alives; allow client pings on idle connections too.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            # Above what the edge lets through (16 KiB of request headers, plus the few Envoy adds),
+            # so a request Envoy forwards is never refused for its metadata.
+            ("grpc.max_metadata_size", 32 * 1024),
+            ("grpc.absolute_max_metadata_size", 32 * 1024),
         ],
     )
     for register in registrars:

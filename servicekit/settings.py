@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Only ever used in dev mode, and announced loudly when it is.
+from servicekit.auth import TokenPolicy
+
+# Only ever used in dev mode, and announced loudly when it is: they are public (this file).
 DEV_JWT_SECRET = "syntera-dev-only-jwt-secret-do-not-use-in-production"  # noqa: S105 - dev mode only
+DEV_SERVICE_JWT_SECRET = "syntera-dev-only-service-jwt-secret-do-not-use-in-production"  # noqa: S105
+MIN_SECRET_CHARS = 32
+# What a service logs at start-up in dev mode.
+DEV_MODE_WARNING = (
+    "DEV MODE: the JWT secrets are the public dev ones, so anyone can sign tokens for this mesh; "
+    "listening on loopback only. Never run like this in production"
+)
 
 
 class CommonSettings(BaseSettings):
@@ -17,7 +27,15 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     dev_mode: bool = Field(default=False, validation_alias="SYNTERA_DEV_MODE")
-    jwt_secret: str = Field(default="", validation_alias="SYNTERA_JWT_SECRET", repr=False)
+    jwt_secret: SecretStr = Field(default=SecretStr(""), validation_alias="SYNTERA_JWT_SECRET")
+    service_jwt_secret: SecretStr = Field(
+        default=SecretStr(""), validation_alias="SYNTERA_SERVICE_JWT_SECRET"
+    )
+    jwt_max_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=30 * 86_400, validation_alias="SYNTERA_JWT_MAX_TTL_SECONDS"
+    )
+    jwt_audience: str = Field(default="", validation_alias="SYNTERA_JWT_AUDIENCE")
+    jwt_issuer: str = Field(default="", validation_alias="SYNTERA_JWT_ISSUER")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["json", "console"] = Field(default="json", validation_alias="LOG_FORMAT")
     mongodb_uri: str = Field(default="mongodb://127.0.0.1:27017", validation_alias="MONGODB_URI", repr=False)
@@ -29,13 +47,63 @@ class CommonSettings(BaseSettings):
     otlp_endpoint: str = Field(default="", validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     @model_validator(mode="after")
-    def _jwt_secret_required_outside_dev(self) -> CommonSettings:
-        if not self.jwt_secret:
-            if not self.dev_mode:
-                raise ValueError(
-                    "SYNTERA_JWT_SECRET must be set (or SYNTERA_DEV_MODE=true for local development)"
-                )
-            self.jwt_secret = DEV_JWT_SECRET
-        elif len(self.jwt_secret) < 32 and not self.dev_mode:
-            raise ValueError("SYNTERA_JWT_SECRET must be at least 32 characters")
+    def _secrets_required_outside_dev(self) -> CommonSettings:
+        self.jwt_secret = _secret("SYNTERA_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET, self.dev_mode)
+        self.service_jwt_secret = _secret(
+            "SYNTERA_SERVICE_JWT_SECRET", self.service_jwt_secret, DEV_SERVICE_JWT_SECRET, self.dev_mode
+        )
+        if self.jwt_secret.get_secret_value() == self.service_jwt_secret.get_secret_value():
+            raise ValueError(
+                "SYNTERA_SERVICE_JWT_SECRET must differ from SYNTERA_JWT_SECRET: whoever can sign user "
+                "tokens must not be able to act as a service"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _dev_mode_binds_loopback_only(self) -> CommonSettings:
+        if not self.dev_mode:
+            return self
+        # Every address a service listens on is a `*_HOST` setting; dev mode's secrets are public,
+        # so nothing beyond this machine may reach it.
+        for name, info in type(self).model_fields.items():
+            alias = info.validation_alias
+            value = getattr(self, name)
+            if isinstance(alias, str) and alias.endswith("_HOST") and isinstance(value, str):
+                if not is_loopback(value):
+                    raise ValueError(
+                        f"{alias}={value}: dev mode listens on loopback addresses only (its secrets are "
+                        "public); set SYNTERA_DEV_MODE=false and real secrets to listen elsewhere"
+                    )
+        return self
+
+    def token_policy(self) -> TokenPolicy:
+        """The bearer tokens this service accepts (see `servicekit.auth.TokenPolicy`)."""
+        return TokenPolicy(
+            user_secret=self.jwt_secret.get_secret_value(),
+            service_secret=self.service_jwt_secret.get_secret_value(),
+            max_ttl_seconds=self.jwt_max_ttl_seconds,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1); false for wildcards."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _secret(variable: str, given: SecretStr, dev_default: str, dev_mode: bool) -> SecretStr:
+    """`given`, or in dev mode the public dev default; outside dev mode a long enough one is required."""
+    value = given.get_secret_value()
+    if not value:
+        if not dev_mode:
+            raise ValueError(f"{variable} must be set (or SYNTERA_DEV_MODE=true for local development)")
+        return SecretStr(dev_default)
+    if len(value) < MIN_SECRET_CHARS and not dev_mode:
+        raise ValueError(f"{variable} must be at least {MIN_SECRET_CHARS} characters")
+    return given

@@ -49,7 +49,7 @@ async def _simulate(args: argparse.Namespace) -> int:
     from voice_worker.simulate import simulate
 
     settings = _settings()
-    credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+    credentials = ServiceCredentials(settings.service_jwt_secret.get_secret_value(), SERVICE_NAME)
     sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
     profiles = AgentProfiles(settings.agent_svc_address, credentials, settings.rpc_timeout_seconds)
     try:

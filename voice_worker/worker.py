@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import threading
+from typing import Any
 
 import structlog
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, cli
@@ -115,7 +116,7 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     # (it goes with every ReportTranscript), and in tasks started from here.
     context.bind(None, ctx.job.id)
     dispatch = parse_dispatch(ctx.job.metadata, ctx.job.room.name)
-    credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+    credentials = ServiceCredentials(settings.service_jwt_secret.get_secret_value(), SERVICE_NAME)
     sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
     profiles = AgentProfiles(settings.agent_svc_address, credentials, settings.rpc_timeout_seconds)
     # Turns an earlier process could not deliver (again, in case chat_svc was down at start-up):
@@ -167,7 +168,7 @@ def start_leftover_drain(settings: VoiceWorkerSettings) -> threading.Thread:
     """
 
     async def drain() -> None:
-        credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+        credentials = ServiceCredentials(settings.service_jwt_secret.get_secret_value(), SERVICE_NAME)
         sink = ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
         try:
             emptied = await _drain(settings, sink)
@@ -188,4 +189,22 @@ def run_worker(settings: VoiceWorkerSettings, command: str) -> None:
         )
     sys.argv = [sys.argv[0], command]
     start_leftover_drain(settings)
+    _keep_our_log_handler()
     cli.run_app(build_server(settings))
+
+
+def _keep_our_log_handler() -> None:
+    """Lets LiveKit's CLI set up logging as it does, then takes the root logger back.
+
+    The CLI adds a JSON handler of its own on start (other field names, and the `extra` fields we
+    keep out of logs on purpose): every stdlib record must come out once, in our format.
+    """
+    from livekit.agents.cli import cli as livekit_cli
+
+    original = livekit_cli.setup_logging  # type: ignore[attr-defined]  # its module-level name
+
+    def setup_logging(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        logs.reclaim_stdlib()
+
+    livekit_cli.setup_logging = setup_logging  # type: ignore[attr-defined]

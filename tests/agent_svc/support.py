@@ -16,7 +16,7 @@ from servicekit.server import RunningServer, start_server
 from syntera.conversation.v1 import conversation_service_pb2 as conv_pb
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conv_grpc
 from syntera.conversation.v1 import resources_pb2 as conv_res
-from tests.support.identity import JWT_SECRET
+from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET, TOKEN_POLICY
 
 LIVEKIT_KEY = "APItestkey"
 # Long enough that PyJWT does not warn (warnings are errors in tests).
@@ -27,6 +27,7 @@ def make_settings(**env: Any) -> AgentSettings:
     """AgentSettings from explicit values only (no `.env`), keyed by env variable name."""
     values: dict[str, Any] = {
         "SYNTERA_JWT_SECRET": JWT_SECRET,
+        "SYNTERA_SERVICE_JWT_SECRET": SERVICE_JWT_SECRET,
         "LIVEKIT_URL": "wss://livekit.example.com",
         "LIVEKIT_API_KEY": LIVEKIT_KEY,
         "LIVEKIT_API_SECRET": LIVEKIT_SECRET,
@@ -84,7 +85,7 @@ async def start_fake_chat(service: FakeConversationService) -> RunningServer:
     running = await start_server(
         host="127.0.0.1",
         port=0,
-        jwt_secret=JWT_SECRET,
+        tokens=TOKEN_POLICY,
         registrars=[register],
         service_names=[conv_pb.DESCRIPTOR.services_by_name["ConversationService"].full_name],
     )

@@ -22,7 +22,7 @@ from syntera.livekit.v1 import livekit_service_pb2_grpc as pb_grpc
 from tests.agent_svc.livekit_support import LiveKitServer, joined
 from tests.agent_svc.support import LIVEKIT_KEY, LIVEKIT_SECRET
 from tests.conftest import Store
-from tests.support.identity import JWT_SECRET, bearer, service_token
+from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET, bearer, service_token
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
 
@@ -45,6 +45,7 @@ async def test_agent_svc_process_serves_and_stops_cleanly_on_sigterm(
         log_path,
         env=_env(
             SYNTERA_JWT_SECRET=JWT_SECRET,
+            SYNTERA_SERVICE_JWT_SECRET=SERVICE_JWT_SECRET,
             AGENT_SVC_PORT=str(port),
             MONGODB_URI=store.uri,
             MONGODB_DATABASE=database_name,
@@ -112,6 +113,7 @@ async def _wait_serving(channel: grpc.aio.Channel, service: str, within_seconds:
 def test_agent_svc_refuses_to_start_without_livekit_config(tmp_path: Path, missing: str) -> None:
     env = _env(
         SYNTERA_JWT_SECRET=JWT_SECRET,
+        SYNTERA_SERVICE_JWT_SECRET=SERVICE_JWT_SECRET,
         LIVEKIT_URL="wss://lk.example.com",
         LIVEKIT_API_KEY=LIVEKIT_KEY,
         LIVEKIT_API_SECRET=LIVEKIT_SECRET,

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devrun.ports import free_port
 from devrun.processes import ManagedProcess
-from tests.support.identity import JWT_SECRET
+from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +24,7 @@ def chat_process(
     env = {
         **os.environ,
         "SYNTERA_JWT_SECRET": JWT_SECRET,
+        "SYNTERA_SERVICE_JWT_SECRET": SERVICE_JWT_SECRET,
         "CHAT_SVC_HOST": "127.0.0.1",
         "CHAT_SVC_PORT": str(port),
         "MONGODB_URI": store_uri,

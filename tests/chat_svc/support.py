@@ -26,7 +26,7 @@ from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.agent.v1 import resources_pb2 as agent_pb
 from syntera.conversation.v1 import conversation_service_pb2_grpc
 from syntera.livekit.v1 import livekit_service_pb2, livekit_service_pb2_grpc
-from tests.support.identity import JWT_SECRET
+from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET
 
 KNOWN_AGENTS = ("default", "helper")
 AGENT_NAME = "syntera-voice"
@@ -39,7 +39,7 @@ async def _require_service(context: Context) -> str:
     header = dict(context.invocation_metadata() or ()).get("authorization", "")
     scheme, _, token = str(header).partition(" ")
     try:
-        principal = auth.verify(token, JWT_SECRET)
+        principal = auth.verify(token, SERVICE_JWT_SECRET)
     except Exception:  # noqa: BLE001 - any failure is an auth failure here
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad token")
     if scheme.lower() != "bearer" or not principal.is_service:
@@ -112,6 +112,7 @@ async def running_fake_agent(fake: FakeAgentSvc, port: int = 0) -> AsyncIterator
 def make_settings(**env: Any) -> ChatSettings:
     values: dict[str, Any] = {
         "SYNTERA_JWT_SECRET": JWT_SECRET,
+        "SYNTERA_SERVICE_JWT_SECRET": SERVICE_JWT_SECRET,
         "CHAT_SVC_PORT": 0,
         "WATCH_KEEPALIVE_SECONDS": 0.5,
         "CHANGE_STREAM_POLL_SECONDS": 0.02,
@@ -138,7 +139,7 @@ async def chat_in_process(store_uri: str, database: str, agent_address: str) -> 
     )
     disruptions = Disruptions()
     client = open_client(settings.mongodb_uri, settings.mongodb_timeout_seconds, [disruptions])
-    calls = AgentServiceClient.connect(agent_address, JWT_SECRET, settings.agent_svc_timeout_seconds)
+    calls = AgentServiceClient.connect(agent_address, SERVICE_JWT_SECRET, settings.agent_svc_timeout_seconds)
     server = await create_server(settings, client[database], calls, disruptions)
     await server.set_serving(True)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")

@@ -17,7 +17,7 @@ from livekit.protocol import models as lk_models
 
 from tests.agent_svc.livekit_support import joined, wait_for_tracks
 from tests.edge.conftest import ConversationMaker
-from tests.support.identity import JWT_SECRET, service_token, user_token
+from tests.support.identity import JWT_SECRET, user_token
 from tests.support.mesh import Mesh
 
 pytestmark = pytest.mark.mesh
@@ -207,7 +207,8 @@ async def test_bad_credentials_get_401_with_a_json_error(
 async def test_bad_input_gets_400_naming_the_field(
     edge: httpx.AsyncClient, payload: dict[str, Any], field: str
 ) -> None:
-    reply = await edge.post("/api/livekit/token", json=payload, headers=_auth(service_token()))
+    # A user's token: service tokens are refused at the edge (tests/edge/test_edge_identity.py).
+    reply = await edge.post("/api/livekit/token", json=payload, headers=_auth(user_token("alice")))
     assert reply.status_code == 400, reply.text
     body = reply.json()
     assert body["code"] == 3

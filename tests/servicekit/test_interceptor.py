@@ -21,7 +21,7 @@ from servicekit.errors import (
     quota_exceeded,
 )
 from servicekit.server import RunningServer, start_server
-from tests.support.identity import JWT_SECRET, bearer, service_token, user_token
+from tests.support.identity import TOKEN_POLICY, bearer, service_token, user_token
 
 pytestmark = pytest.mark.grpc
 
@@ -80,7 +80,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     running: RunningServer = await start_server(
         host="127.0.0.1",
         port=0,
-        jwt_secret=JWT_SECRET,
+        tokens=TOKEN_POLICY,
         registrars=[_register],
         service_names=[SERVICE],
         self_authenticated=[f"/{SERVICE}/Signed"],

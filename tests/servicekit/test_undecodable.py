@@ -20,7 +20,7 @@ from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.conversation.v1 import conversation_service_pb2 as conv_pb
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conv_grpc
 from syntera.conversation.v1 import resources_pb2 as conv_res
-from tests.support.identity import JWT_SECRET, bearer, user_token
+from tests.support.identity import TOKEN_POLICY, bearer, user_token
 
 pytestmark = pytest.mark.grpc
 
@@ -47,7 +47,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
     running: RunningServer = await start_server(
         host="127.0.0.1",
         port=0,
-        jwt_secret=JWT_SECRET,
+        tokens=TOKEN_POLICY,
         registrars=[
             lambda server: agent_service_pb2_grpc.add_AgentServiceServicer_to_server(_Agents(), server),
             lambda server: conv_grpc.add_ConversationServiceServicer_to_server(_Conversations(), server),

@@ -44,7 +44,7 @@ from devrun.mesh import (
 )
 from devrun.ports import port_open
 from devrun.processes import ManagedProcess
-from tests.support.identity import JWT_SECRET
+from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET
 
 __all__ = [
     "AGENT_SVC",
@@ -129,6 +129,7 @@ def start_test_mesh(
         store,
         workdir,
         jwt_secret=JWT_SECRET,
+        service_jwt_secret=SERVICE_JWT_SECRET,
         database=database,
         with_chat=with_chat,
         with_envoy=with_envoy,

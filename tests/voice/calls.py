@@ -10,7 +10,7 @@ from servicekit.client import ServiceCredentials
 from syntera.conversation.v1 import conversation_service_pb2 as pb
 from syntera.conversation.v1 import conversation_service_pb2_grpc as pb_grpc
 from syntera.conversation.v1 import resources_pb2 as res
-from tests.support.identity import JWT_SECRET, bearer, user_token
+from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET, bearer, user_token
 from tests.support.mesh import Mesh
 from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
 from voice_worker.settings import VoiceWorkerSettings
@@ -23,6 +23,7 @@ def worker_settings(mesh: Mesh, outbox: Path, **extra: object) -> VoiceWorkerSet
     return VoiceWorkerSettings(  # type: ignore[call-arg]
         _env_file=None,
         SYNTERA_JWT_SECRET=JWT_SECRET,
+        SYNTERA_SERVICE_JWT_SECRET=SERVICE_JWT_SECRET,
         CHAT_SVC_ADDRESS=mesh.chat_addr,
         AGENT_SVC_ADDRESS=mesh.agent_addr,
         VOICE_WORKER_PROVIDERS="offline",
@@ -35,7 +36,7 @@ def worker_settings(mesh: Mesh, outbox: Path, **extra: object) -> VoiceWorkerSet
 
 
 def clients(settings: VoiceWorkerSettings) -> tuple[AgentProfiles, ChatTranscriptSink]:
-    credentials = ServiceCredentials(settings.jwt_secret, SERVICE_NAME)
+    credentials = ServiceCredentials(settings.service_jwt_secret.get_secret_value(), SERVICE_NAME)
     return (
         AgentProfiles(settings.agent_svc_address, credentials, settings.rpc_timeout_seconds),
         ChatTranscriptSink(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds),

@@ -41,9 +41,19 @@ PROBE = """
     if (stream.getAudioTracks().length) probe.micOpens.push(Date.now());
     return stream;
   };
+  // Said on the console too: the driver reads it without touching the page, which matters where
+  // the test must not give the page a user gesture (every evaluate does).
+  const playing = (event) => console.log(`probe: playing ${event.target.tagName}`);
+  document.addEventListener("playing", playing, true);
   document.addEventListener("DOMContentLoaded", () => {
+    const startAudio = document.getElementById("start-audio");
+    new MutationObserver(() => console.log(`probe: start-audio ${startAudio.hidden ? "hidden" : "shown"}`))
+      .observe(startAudio, { attributes: true, attributeFilter: ["hidden"] });
     const badge = document.getElementById("livekit-status");
-    new MutationObserver(() => probe.states.push([Date.now(), badge.dataset.state])).observe(badge, {
+    new MutationObserver(() => {
+      probe.states.push([Date.now(), badge.dataset.state]);
+      console.log(`probe: state ${badge.dataset.state}`);
+    }).observe(badge, {
       attributes: true,
       attributeFilter: ["data-state"],
     });
@@ -205,3 +215,18 @@ async def delete_room(mesh: Mesh, conversation_id: str) -> None:
         await client.room.delete_room(lk_api.DeleteRoomRequest(room=room_name(conversation_id)))
     finally:
         await client.aclose()
+
+
+async def wait_console(browser: Browser, text: str, *, within: float = 15.0) -> list[str]:
+    """Waits for a console line containing `text`; returns the lines so far.
+
+    Reads the driver's copy of the console, so the page gets no user gesture from it (unlike
+    evaluate and the waits, which Playwright runs as if the user had acted).
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        lines = await browser.console()
+        if any(text in line for line in lines):
+            return lines
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no console line with {text!r} within {within:.0f} s: {await browser.console()}")

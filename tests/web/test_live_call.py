@@ -26,6 +26,7 @@ from tests.voice.audio import word_error_rate
 from tests.web.browser import Browser, BrowserOptions
 from tests.web.calls import (
     PROBE,
+    delete_room,
     final_turns,
     final_values,
     in_room,
@@ -35,6 +36,7 @@ from tests.web.calls import (
     track,
     transcript_lines,
     until,
+    wait_console,
     wait_page_time,
     wait_stored,
 )
@@ -253,3 +255,114 @@ async def test_voice_call_greets_hears_mutes_and_hangs_up(
     assert await browser.attribute("#livekit-status", "data-state") == "disconnected"
     await screens.take(browser, "reopened")
     assert greeting < heard
+
+
+async def create_call(channel: grpc.aio.Channel, token: str, title: str) -> str:
+    """A voice conversation made through the API (another tab, a link someone sent): no join info."""
+    created = await stub(channel).CreateConversation(
+        cs.CreateConversationRequest(agent_id="default", channel=res.CHANNEL_VOICE, title=title),
+        metadata=bearer(token),
+        timeout=DEADLINE,
+    )
+    return created.conversation.conversation_id
+
+
+async def test_first_words_spoken_while_connecting_reach_the_agent(
+    call_mesh: WebMesh,
+    launch_browser: LaunchBrowser,
+    screens: Screens,
+    chat_channel_call: grpc.aio.Channel,
+    token: str,
+    user_id: str,
+    tmp_path: Path,
+) -> None:
+    # The caller starts talking the moment the microphone opens, before the agent is in the room.
+    (hello,) = write_speech(tmp_path / "caller.wav", [(0.15, "Hello.")], total=20.0)
+    conversation_id = await create_call(chat_channel_call, token, "opened from a link")
+    browser = await launch_browser(BrowserOptions(fake_audio_file=tmp_path / "caller.wav"))
+    await browser.init_script(PROBE)
+    # A link to the conversation: the page opens it and joins its call with a token it asks for.
+    await browser.goto(f"{call_mesh.page_url}/?token={token}&conversation={conversation_id}")
+    (opened,) = await mic_opened_ms(browser)
+    await browser.wait("#livekit-status[data-state=connected]", state="attached", timeout_ms=15_000)
+    await browser.wait("#participants li[data-kind=agent]", timeout_ms=15_000)
+    await screens.take(browser, "joined-from-link")
+    assert f"conversation={conversation_id}" in await browser.evaluate("() => location.search")
+
+    # The page published its microphone with LiveKit's pre-connect buffer ...
+    me = await participant(call_mesh.mesh, conversation_id, user_id)
+    mic = track(me, lk_models.TrackSource.MICROPHONE)
+    assert mic is not None
+    assert lk_models.AudioTrackFeature.TF_PRECONNECT_BUFFER in mic.audio_features
+    # ... and the caller was already speaking when the agent joined the room (the server's clock).
+    (agent,) = [
+        p
+        for p in await in_room(call_mesh.mesh, conversation_id)
+        if p.kind == lk_models.ParticipantInfo.Kind.AGENT
+    ]
+    spoken_before_agent_ms = agent.joined_at_ms - (opened + int(hello.start * 1000))
+    assert spoken_before_agent_ms > 200, f"the agent joined only {spoken_before_agent_ms} ms into the speech"
+
+    # Yet the agent heard those first words: the caller's first turn begins with them.
+    first = await browser.wait_for(user_line("Hello"), timeout_ms=ANSWER_MS)
+    await browser.wait_for(agent_line_after(first), timeout_ms=ANSWER_MS)
+    await screens.take(browser, "first-words-heard")
+    stored = await wait_stored(
+        chat_channel_call, conversation_id, token, lambda ms: len(final_turns(ms, res.ROLE_USER)) >= 1
+    )
+    heard = final_turns(stored, res.ROLE_USER)[0].text
+    assert heard.lower().startswith("hello"), [m.text for m in stored]
+    print(f"the caller spoke {spoken_before_agent_ms} ms before the agent joined; it heard {heard!r}")
+
+    # The room disappears from the call server mid-call: the page says so plainly and offers to
+    # reconnect, which opens a new room (the token's room configuration dispatches the agent again).
+    await delete_room(call_mesh.mesh, conversation_id)
+    await browser.wait("#reconnect", timeout_ms=10_000)
+    assert await browser.attribute("#livekit-status", "data-state") == "disconnected"
+    assert "room was closed on the call server" in await browser.text("#call-notice")
+    await screens.take(browser, "room-deleted")
+    await browser.click("#reconnect")
+    await browser.wait("#livekit-status[data-state=connected]", state="attached", timeout_ms=15_000)
+    await browser.wait("#participants li[data-kind=agent]", timeout_ms=15_000)
+    assert await browser.evaluate("() => document.querySelector('#call-notice').hidden") is True
+    await screens.take(browser, "reconnected")
+    assert [p.identity for p in await in_room(call_mesh.mesh, conversation_id) if p.identity == user_id] == [
+        user_id
+    ]
+
+
+async def test_listen_only_caller_gets_a_start_audio_control_when_the_browser_blocks_sound(
+    call_mesh: WebMesh,
+    launch_browser: LaunchBrowser,
+    screens: Screens,
+    chat_channel_call: grpc.aio.Channel,
+    token: str,
+    user_id: str,
+) -> None:
+    conversation_id = await create_call(chat_channel_call, token, "listening only")
+    # The person blocks the microphone and has not clicked anything on the page: Chromium's default
+    # policy then refuses to play sound (with a microphone open it would allow it).
+    browser = await launch_browser(BrowserOptions(media="deny"))
+    await browser.init_script(PROBE)
+    await browser.goto(f"{call_mesh.page_url}/?token={token}&conversation={conversation_id}")
+    # Watched through the console only: any evaluate or wait would count as the person's click.
+    lines = await wait_console(browser, "could not playback audio", within=20)
+    lines = await wait_console(browser, "probe: state connected")
+    shown = [line for line in lines if "probe: start-audio" in line]
+    assert shown[-1].endswith("shown"), shown
+    assert not any("probe: playing AUDIO" in line for line in lines)
+    await screens.take(browser, "sound-blocked")
+
+    # One click on "Start audio" and the agent is heard.
+    await browser.click("#start-audio")
+    await wait_console(browser, "probe: playing AUDIO", within=5)
+    await browser.wait("#start-audio", state="hidden")
+    assert await audio_playing(browser)
+    # The blocked microphone is explained, and the call goes on without it.
+    assert "The browser blocked your microphone" in await browser.text("#call-notice")
+    assert await browser.text("#mute") == "Unmute"
+    await browser.wait_for(agent_line_after(0), timeout_ms=15_000)
+    await screens.take(browser, "listening")
+    me = await participant(call_mesh.mesh, conversation_id, user_id)
+    assert me is not None
+    assert track(me, lk_models.TrackSource.MICROPHONE) is None

@@ -138,6 +138,11 @@ export class Call {
       dynacast: true,
       disconnectOnPageLeave: true,
       reconnectPolicy: new DefaultReconnectPolicy(RECONNECT_DELAYS_MS),
+      // The microphone records from the moment it opens (before the join) and LiveKit hands that
+      // recording to the agent when it subscribes, so the caller's first words are not lost. (As a
+      // publish default: livekit-client 2.23 reads the option from here, not from the publish
+      // options argument of setMicrophoneEnabled.)
+      publishDefaults: { preConnectBuffer: true },
     });
     this.listen();
   }
@@ -151,9 +156,9 @@ export class Call {
     }
     this.joining = true;
     this.setState("connecting");
-    // The microphone starts before the join, with LiveKit's pre-connect buffer: what the caller says
-    // while the token is fetched, the room joined and the agent dispatched is recorded and handed to
-    // the agent when it arrives, instead of being lost.
+    // The microphone starts before the join, with LiveKit's pre-connect buffer (see the room's
+    // options): what the caller says while the token is fetched, the room joined and the agent
+    // dispatched is recorded and handed to the agent when it arrives, instead of being lost.
     this.startMicrophone();
     try {
       let credentials: JoinCredentials;
@@ -391,9 +396,7 @@ export class Call {
     if (!this.microphoneWanted || this.microphoneStarting || local.getTrackPublication(Track.Source.Microphone)) {
       return;
     }
-    this.microphoneStarting = this.guard("microphone", () =>
-      local.setMicrophoneEnabled(true, undefined, { preConnectBuffer: true }),
-    ).finally(() => {
+    this.microphoneStarting = this.guard("microphone", () => local.setMicrophoneEnabled(true)).finally(() => {
       this.microphoneStarting = undefined;
     });
   }
