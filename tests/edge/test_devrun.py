@@ -355,18 +355,22 @@ def test_printed_voice_call_settings_line_up_with_the_dev_mesh() -> None:
     worker = VoiceWorkerSettings.model_validate(printed)
     assert worker.chat_svc_address == f"{settings.chat_host}:{settings.chat_port}"
     assert worker.agent_svc_address == f"{settings.agent_host}:{settings.agent_port}"
-    assert worker.jwt_secret == settings.effective_jwt_secret
+    assert worker.jwt_secret.get_secret_value() == settings.effective_jwt_secret
     assert worker.default_mode == "offline"
 
 
 @pytest.mark.unit
 def test_banner_voice_call_outside_dev_mode_never_prints_the_secret() -> None:
     secret = "a-configured-secret-of-at-least-32-characters"
-    settings = RunSettings.model_validate({"SYNTERA_JWT_SECRET": secret})
+    service_secret = "another-configured-secret-of-32-characters-or-more"
+    settings = RunSettings.model_validate(
+        {"SYNTERA_JWT_SECRET": secret, "SYNTERA_SERVICE_JWT_SECRET": service_secret}
+    )
     text = render_banner(settings, with_chat=True, token="T", sample=SampleCall(Path("/s.wav")))
     assert secret not in text
+    assert service_secret not in text
     assert "SYNTERA_DEV_MODE=true" not in text
-    assert "SYNTERA_JWT_SECRET from your environment" in text
+    assert "SYNTERA_SERVICE_JWT_SECRET from your environment" in text
 
 
 @pytest.mark.unit
@@ -643,7 +647,10 @@ def test_make_run_end_to_end(run_env: dict[str, str], tmp_path: Path) -> None:
     # Outside dev mode (a JWT secret set) make run starts LiveKit and the worker just the same, and
     # the store keeps its data across restarts: the conversation is still there.
     secret = "a-configured-secret-of-at-least-32-characters"
-    second = DevRun(run_env | {"SYNTERA_JWT_SECRET": secret}, tmp_path)
+    service_secret = "another-configured-secret-of-32-characters-or-more"
+    second = DevRun(
+        run_env | {"SYNTERA_JWT_SECRET": secret, "SYNTERA_SERVICE_JWT_SECRET": service_secret}, tmp_path
+    )
     try:
         banner = second.wait_ready()
         assert "voice worker    registered with LiveKit" in banner
@@ -714,6 +721,7 @@ def test_make_run_without_the_livekit_server_goes_on_loudly(run_env: dict[str, s
     env = run_env | {
         "LIVEKIT_SERVER_BIN": str(missing),
         "SYNTERA_JWT_SECRET": "a-configured-secret-of-at-least-32-characters",
+        "SYNTERA_SERVICE_JWT_SECRET": "another-configured-secret-of-32-characters-or-more",
     }
     devrun = DevRun(env, tmp_path)
     try:
