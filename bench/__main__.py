@@ -6,6 +6,9 @@ Suites:
     call_setup     CreateConversation(VOICE) p50/p99 (bench/call_setup.py, when present).
     voice_latency, voice_wer, voice_memory
                    the offline voice pipeline (minutes each; only when named).
+    voice_call     real calls over the LiveKit server: voice-to-voice latency as the caller hears
+                   it at 1 and 5 calls, worker CPU and RSS, where the time goes (about 8 minutes;
+                   only when named; bench/voice_call.py).
 
 Without SUITE: token, transcripts and call_setup. Each suite starts its own processes. Not part of
 `make test`: figures depend on the machine, and nothing asserts on them.
@@ -31,7 +34,7 @@ from bench.stats import RunResult, table
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SUITES = ("token", "transcripts", "call_setup")
 # Suites other engineers own, each runnable as `python -m bench.<name>` and printing its own figures.
-MODULE_SUITES = ("transcripts", "call_setup", "voice_latency", "voice_wer", "voice_memory")
+MODULE_SUITES = ("transcripts", "call_setup", "voice_latency", "voice_wer", "voice_memory", "voice_call")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -207,6 +207,8 @@ def message_to_pb(message: Message) -> pb.Message:
         out.metrics.llm_time_to_first_token.CopyFrom(_duration(metrics.llm_time_to_first_token_us))
     if metrics.tts_time_to_first_byte_us is not None:
         out.metrics.tts_time_to_first_byte.CopyFrom(_duration(metrics.tts_time_to_first_byte_us))
+    if metrics.transcription_delay_us is not None:
+        out.metrics.transcription_delay.CopyFrom(_duration(metrics.transcription_delay_us))
     return out
 
 
@@ -235,5 +237,8 @@ def segment_from_pb(segment: pb.TranscriptSegment) -> SegmentInput:
         else None,
         tts_time_to_first_byte=_raw(metrics.tts_time_to_first_byte)
         if has_metrics and metrics.HasField("tts_time_to_first_byte")
+        else None,
+        transcription_delay=_raw(metrics.transcription_delay)
+        if has_metrics and metrics.HasField("transcription_delay")
         else None,
     )

@@ -56,6 +56,7 @@ class TurnMetrics:
     end_of_turn_delay_us: int | None = None
     llm_time_to_first_token_us: int | None = None
     tts_time_to_first_byte_us: int | None = None
+    transcription_delay_us: int | None = None
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,7 @@ def metrics_to_doc(metrics: TurnMetrics) -> Document:
         "end_of_turn_delay": metrics.end_of_turn_delay_us,
         "llm_time_to_first_token": metrics.llm_time_to_first_token_us,
         "tts_time_to_first_byte": metrics.tts_time_to_first_byte_us,
+        "transcription_delay": metrics.transcription_delay_us,
     }
 
 
@@ -273,5 +274,6 @@ def message_from_doc(doc: Mapping[str, Any]) -> Message:
             end_of_turn_delay_us=_opt_int(metrics.get("end_of_turn_delay")),
             llm_time_to_first_token_us=_opt_int(metrics.get("llm_time_to_first_token")),
             tts_time_to_first_byte_us=_opt_int(metrics.get("tts_time_to_first_byte")),
+            transcription_delay_us=_opt_int(metrics.get("transcription_delay")),
         ),
     )

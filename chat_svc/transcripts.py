@@ -72,6 +72,7 @@ class SegmentInput:
     end_of_turn_delay: RawTime | None = None
     llm_time_to_first_token: RawTime | None = None
     tts_time_to_first_byte: RawTime | None = None
+    transcription_delay: RawTime | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ def validate_segments(conversation_id: str, segments: Sequence[SegmentInput]) ->
             ),
             tts_time_to_first_byte_us=_duration_us(
                 violations, f"{path}.metrics.tts_time_to_first_byte", segment.tts_time_to_first_byte
+            ),
+            transcription_delay_us=_duration_us(
+                violations, f"{path}.metrics.transcription_delay", segment.transcription_delay
             ),
         )
         if violations or segment.role is None:

@@ -50,12 +50,19 @@ class ProfileAgent(Agent):
 
 
 def session_for(providers: Providers) -> AgentSession[None]:
-    """An AgentSession for the providers; offline runs use plain VAD turn taking (no cloud models)."""
+    """An AgentSession for the providers; offline runs use plain VAD turn taking (no cloud models).
+
+    Offline, the turn ends after `providers.end_of_turn_silence` of silence: the VAD's end-of-speech
+    silence and the minimum endpointing delay are the same value, so one setting says how long a
+    person may pause.
+    """
     turn_handling: dict[str, Any] = {
         "turn_detection": "vad" if providers.mode == "offline" else None,
         "interruption": {"mode": "vad", "resume_false_interruption": False},
         "preemptive_generation": {"enabled": False},
     }
+    if providers.end_of_turn_silence is not None:
+        turn_handling["endpointing"] = {"min_delay": providers.end_of_turn_silence}
     if turn_handling["turn_detection"] is None:
         del turn_handling["turn_detection"]
     if providers.mode == "cloud":

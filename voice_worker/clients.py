@@ -147,6 +147,8 @@ def _metrics(m: Metrics) -> conv_res.TurnMetrics | None:
         out.llm_time_to_first_token.CopyFrom(_duration(m.llm_time_to_first_token))
     if m.tts_time_to_first_byte is not None:
         out.tts_time_to_first_byte.CopyFrom(_duration(m.tts_time_to_first_byte))
+    if m.transcription_delay is not None:
+        out.transcription_delay.CopyFrom(_duration(m.transcription_delay))
     return out
 
 

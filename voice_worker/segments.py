@@ -25,12 +25,15 @@ class Metrics:
     end_of_turn_delay: float | None = None
     llm_time_to_first_token: float | None = None
     tts_time_to_first_byte: float | None = None
+    # End of user speech to the final transcript; overlaps end_of_turn_delay (the turn waits for it).
+    transcription_delay: float | None = None
 
     def empty(self) -> bool:
         return (
             self.end_of_turn_delay is None
             and self.llm_time_to_first_token is None
-            and (self.tts_time_to_first_byte is None)
+            and self.tts_time_to_first_byte is None
+            and self.transcription_delay is None
         )
 
 

@@ -18,6 +18,9 @@ from servicekit.settings import CommonSettings
 from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
 
 # LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
+# LiveKit's Silero VAD default end-of-speech silence (its minimum endpointing delay is 0.5 s).
+DEFAULT_END_OF_TURN_SILENCE_SECONDS = 0.55
+
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -35,6 +38,17 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
         max_calls: Calls this worker runs at once; LiveKit sends no more while it is full.
         http_host: Address of the worker's health endpoint (`GET /` answers OK).
         http_port: Port of the health endpoint (0 picks a free one).
+        end_of_turn_silence_seconds: Offline sessions: the silence after the user's speech that ends
+            their turn (the VAD's end-of-speech silence and the minimum endpointing delay; the turn's
+            transcript is reported 0.1 s after it). It is how long a person may pause mid-sentence
+            before the agent answers: 0.55 s, LiveKit's own VAD default, waits out the usual short
+            hesitations; much lower values cut people off, higher ones make every answer slower.
+        transcribe_after_silence_seconds: Offline sessions: the silence after which Whisper
+            transcribes the speech so far, while the end of the turn is still being waited out.
+            Whisper is not streaming and takes about 0.4 s per utterance on two cores; started after
+            0.25 s of silence instead of after the end of the turn, it is done about 0.3 s sooner. It
+            decides nothing about turns: a longer mid-sentence pause costs one more transcription
+            of the same turn. At most `end_of_turn_silence_seconds`.
     """
 
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
@@ -63,6 +77,15 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
     espeak_voice: str = Field(default="en-us", validation_alias="VOICE_WORKER_ESPEAK_VOICE")
     whisper_threads: int = Field(default=2, ge=1, le=16, validation_alias="VOICE_WORKER_WHISPER_THREADS")
     whisper_beam_size: int = Field(default=1, ge=1, le=10, validation_alias="VOICE_WORKER_WHISPER_BEAM_SIZE")
+    end_of_turn_silence_seconds: float = Field(
+        default=DEFAULT_END_OF_TURN_SILENCE_SECONDS,
+        ge=0.1,
+        le=3.0,
+        validation_alias="VOICE_WORKER_END_OF_TURN_SILENCE_SECONDS",
+    )
+    transcribe_after_silence_seconds: float = Field(
+        default=0.25, ge=0.1, le=3.0, validation_alias="VOICE_WORKER_TRANSCRIBE_AFTER_SILENCE_SECONDS"
+    )
 
     outbox_dir: Path = Field(default=Path(".run/voice-outbox"), validation_alias="VOICE_WORKER_OUTBOX_DIR")
     flush_timeout_seconds: float = Field(
@@ -106,6 +129,11 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
         problem = check_offline_model("tts", self.offline_tts_model)
         if problem:
             raise ValueError(f"VOICE_WORKER_OFFLINE_TTS_MODEL: {problem}")
+        if self.transcribe_after_silence_seconds > self.end_of_turn_silence_seconds:
+            raise ValueError(
+                "VOICE_WORKER_TRANSCRIBE_AFTER_SILENCE_SECONDS must be at most "
+                "VOICE_WORKER_END_OF_TURN_SILENCE_SECONDS"
+            )
         return self
 
     @property

@@ -40,6 +40,7 @@ class TranscriptRecorder:
         self._user_finals: list[str] = []
         self._user_started: float | None = None
         self._last_end_of_turn: float | None = None
+        self._last_transcription: float | None = None
         self.user_turns = 0
         self.agent_turns = 0
         self.interrupted_turns = 0
@@ -108,10 +109,12 @@ class TranscriptRecorder:
                         end_of_turn_delay=self._last_end_of_turn,
                         llm_time_to_first_token=_float(metrics.get("llm_node_ttft")),
                         tts_time_to_first_byte=_float(metrics.get("tts_node_ttfb")),
+                        transcription_delay=self._last_transcription,
                     ),
                 )
             )
             self._last_end_of_turn = None
+            self._last_transcription = None
 
     def close(self) -> None:
         """Ends the call: a user turn heard but never committed is stored as final as it stands."""
@@ -129,6 +132,7 @@ class TranscriptRecorder:
                 self._reset_user()
                 return
         self._last_end_of_turn = _float(metrics.get("end_of_turn_delay"))
+        self._last_transcription = _float(metrics.get("transcription_delay"))
         self.user_turns += 1
         self._put(
             Segment(
@@ -139,7 +143,9 @@ class TranscriptRecorder:
                 start_time=started,
                 end_time=stopped,
                 language=language,
-                metrics=Metrics(end_of_turn_delay=self._last_end_of_turn),
+                metrics=Metrics(
+                    end_of_turn_delay=self._last_end_of_turn, transcription_delay=self._last_transcription
+                ),
             )
         )
         self._user_turn += 1

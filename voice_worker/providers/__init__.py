@@ -20,16 +20,24 @@ from voice_worker.models import (
     check_offline_model,
 )
 from voice_worker.profile import AgentProfile
-from voice_worker.settings import VoiceWorkerSettings
+from voice_worker.providers.early_stt import EarlyTranscriber
+from voice_worker.settings import DEFAULT_END_OF_TURN_SILENCE_SECONDS, VoiceWorkerSettings
 
 Mode = Literal["cloud", "offline"]
+# The offline STT reports a turn's text this long after the session's VAD ended the turn, so the two
+# VADs (each with its own 32 ms windows) agree on which silence ended it (see early_stt).
+REPORT_MARGIN_SECONDS = 0.1
 
 __all__ = ["Mode", "ProviderChoiceError", "Providers", "build_providers", "choose_mode", "import_plugins"]
 
 
 @dataclass
 class Providers:
-    """The four components of a session, and how they are labelled in logs and metrics."""
+    """The four components of a session, and how they are labelled in logs and metrics.
+
+    `vad` ends the user's turns; `end_of_turn_silence` (offline only; None keeps LiveKit's default)
+    is the session's minimum endpointing delay to match it.
+    """
 
     mode: Mode
     stt: stt.STT[Any]
@@ -39,6 +47,7 @@ class Providers:
     stt_model: str
     llm_model: str
     tts_model: str
+    end_of_turn_silence: float | None = None
 
     def labels(self) -> dict[str, str]:
         """What the conversation's metadata records about this call's providers."""
@@ -57,11 +66,14 @@ def import_plugins() -> None:
 
 
 @cache
-def shared_vad() -> vad.VAD:
-    """Silero VAD (its ONNX model ships in the wheel), loaded once per process."""
+def shared_vad(min_silence_seconds: float = DEFAULT_END_OF_TURN_SILENCE_SECONDS) -> vad.VAD:
+    """Silero VAD (its ONNX model ships in the wheel), loaded once per process and setting.
+
+    `min_silence_seconds` is the silence after which it reports the end of speech.
+    """
     from livekit.plugins import silero
 
-    return silero.VAD.load()
+    return silero.VAD.load(min_silence_duration=min_silence_seconds)
 
 
 @cache
@@ -110,15 +122,24 @@ def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
             raise ProviderChoiceError(f"agent {profile.agent_id!r}: {problem}")
     language_model, llm_name = _language_model(settings, "offline", profile)
     speech = _offline_tts(settings, profile)
+    # Whisper is not streaming, so a VAD cuts the speech for it: its own VAD, with a shorter silence
+    # than the one that ends the turn, so transcription runs while the end of the turn is still being
+    # waited out; the turn's text is reported once the turn is over (see early_stt).
+    transcriber = EarlyTranscriber(
+        wrapped=_shared_whisper(settings.whisper_threads, settings.whisper_beam_size),
+        vad=shared_vad(settings.transcribe_after_silence_seconds),
+        report_after=settings.end_of_turn_silence_seconds + REPORT_MARGIN_SECONDS,
+    )
     return Providers(
         mode="offline",
-        stt=_shared_whisper(settings.whisper_threads, settings.whisper_beam_size),
+        stt=transcriber,
         llm=language_model,
         tts=speech,
-        vad=shared_vad(),
+        vad=shared_vad(settings.end_of_turn_silence_seconds),
         stt_model=OFFLINE_STT_MODEL,
         llm_model=llm_name,
         tts_model=speech.model,
+        end_of_turn_silence=settings.end_of_turn_silence_seconds,
     )
 
 

@@ -418,6 +418,7 @@ class TurnMetrics(_message.Message):
     END_OF_TURN_DELAY_FIELD_NUMBER: _builtins.int
     LLM_TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _builtins.int
     TTS_TIME_TO_FIRST_BYTE_FIELD_NUMBER: _builtins.int
+    TRANSCRIPTION_DELAY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def end_of_turn_delay(self) -> _duration_pb2.Duration:
         """From the end of the user's speech to the decision that the turn ended."""
@@ -430,16 +431,23 @@ class TurnMetrics(_message.Message):
     def tts_time_to_first_byte(self) -> _duration_pb2.Duration:
         """From the request to text-to-speech to its first audio byte."""
 
+    @_builtins.property
+    def transcription_delay(self) -> _duration_pb2.Duration:
+        """From the end of the user's speech to the turn's final transcript. The end-of-turn decision waits
+        for a transcript, so this overlaps `end_of_turn_delay` rather than adding to it.
+        """
+
     def __init__(
         self,
         *,
         end_of_turn_delay: _duration_pb2.Duration | None = ...,
         llm_time_to_first_token: _duration_pb2.Duration | None = ...,
         tts_time_to_first_byte: _duration_pb2.Duration | None = ...,
+        transcription_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_of_turn_delay", b"end_of_turn_delay", "llm_time_to_first_token", b"llm_time_to_first_token", "tts_time_to_first_byte", b"tts_time_to_first_byte"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_of_turn_delay", b"end_of_turn_delay", "llm_time_to_first_token", b"llm_time_to_first_token", "transcription_delay", b"transcription_delay", "tts_time_to_first_byte", b"tts_time_to_first_byte"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_of_turn_delay", b"end_of_turn_delay", "llm_time_to_first_token", b"llm_time_to_first_token", "tts_time_to_first_byte", b"tts_time_to_first_byte"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_of_turn_delay", b"end_of_turn_delay", "llm_time_to_first_token", b"llm_time_to_first_token", "transcription_delay", b"transcription_delay", "tts_time_to_first_byte", b"tts_time_to_first_byte"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

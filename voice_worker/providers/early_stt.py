@@ -1,0 +1,187 @@
+"""A non-streaming STT behind a VAD of its own: transcription starts early, the turn's words are
+reported once, when the turn is over.
+
+LiveKit wraps a non-streaming STT (Whisper here) in `stt.StreamAdapter`, which transcribes an
+utterance when the VAD reports its end: after the whole end-of-turn silence (0.55 s), so Whisper's
+~0.4 s comes on top of that silence. This adapter's VAD reports the end of speech after a shorter
+silence (`transcribe_after`, e.g. 0.25 s), and each stretch of speech is transcribed at once, while
+the end of the turn is still being waited out.
+
+Turn taking is unchanged. The texts of a turn's stretches are held, and reported as ONE final
+transcript only when the silence after the last stretch has reached `report_after` (the session's
+end-of-turn silence plus a margin). The session, whose own VAD ends the turn, never commits a turn
+without a transcript; so it never commits one while a later stretch of it is still being
+transcribed (it would store half a sentence and answer twice). Speech resuming before the report
+keeps the held texts for the same turn: a mid-sentence pause costs one more transcription, not a
+split turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from livekit import rtc
+from livekit.agents import stt, utils, vad
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+
+log = structlog.get_logger("voice_worker.providers.early_stt")
+
+# The wrapped STT retries in `recognize`; the stream itself does not.
+_STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNECT_OPTIONS.timeout)
+
+
+class EarlyTranscriber(stt.STT[Any]):
+    """`wrapped` (not streaming) made streaming with `vad`; see the module docstring.
+
+    Args:
+        wrapped: The non-streaming STT.
+        vad: Cuts speech into stretches; its minimum silence is when transcription starts.
+        report_after: Silence (seconds after the end of speech) after which the turn's text is
+            reported; at least the session's end-of-turn silence.
+    """
+
+    def __init__(self, *, wrapped: stt.STT[Any], vad: vad.VAD, report_after: float) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False))
+        self._wrapped = wrapped
+        self._vad = vad
+        self._report_after = report_after
+
+    @property
+    def model(self) -> str:
+        return self._wrapped.model
+
+    @property
+    def provider(self) -> str:
+        return self._wrapped.provider
+
+    def prewarm(self) -> None:
+        self._wrapped.prewarm()
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        return await self._wrapped.recognize(buffer=buffer, language=language, conn_options=conn_options)
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.RecognizeStream:
+        return _EarlyStream(self, language=language, conn_options=conn_options)
+
+
+class _EarlyStream(stt.RecognizeStream):
+    def __init__(
+        self, owner: EarlyTranscriber, *, language: NotGivenOr[str], conn_options: APIConnectOptions
+    ) -> None:
+        super().__init__(stt=owner, conn_options=_STREAM_CONN_OPTIONS)
+        self._owner = owner
+        self._language = language
+        self._wrapped_conn_options = conn_options
+        # The current turn: one transcription per stretch of speech, in the order spoken.
+        self._turn: list[asyncio.Task[stt.SpeechData | None]] = []
+        self._report: asyncio.Task[None] | None = None
+        self._last_end: float | None = None
+
+    async def _transcribe(self, frames: list[rtc.AudioFrame]) -> stt.SpeechData | None:
+        event = await self._owner._wrapped.recognize(
+            buffer=utils.merge_frames(frames),
+            language=self._language,
+            conn_options=self._wrapped_conn_options,
+        )
+        if not event.alternatives or not event.alternatives[0].text.strip():
+            return None
+        return event.alternatives[0]
+
+    def _send_turn(self, parts: list[asyncio.Task[stt.SpeechData | None]]) -> None:
+        """Reports the finished transcriptions `parts` as one final transcript."""
+        texts: list[stt.SpeechData] = []
+        for part in parts:
+            if part.cancelled():
+                continue
+            if part.exception() is not None:
+                log.warning("transcription failed", error=str(part.exception()))
+                continue
+            data = part.result()
+            if data is not None:
+                texts.append(data)
+        if not texts:
+            return
+        text = " ".join(t.text.strip() for t in texts)
+        confidence = sum(t.confidence for t in texts) / len(texts)
+        self._event_ch.send_nowait(
+            stt.SpeechEvent(
+                type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                alternatives=[stt.SpeechData(language=texts[0].language, text=text, confidence=confidence)],
+                speech_end_time=self._last_end,
+            )
+        )
+
+    async def _report_when_over(self, due: float) -> None:
+        """Reports the turn once every stretch is transcribed and the silence lasted until `due`.
+
+        Cancelled when speech resumes first; the transcriptions go on (they belong to the turn).
+        """
+        parts = list(self._turn)
+        await asyncio.wait(parts)
+        await asyncio.sleep(max(0.0, due - time.time()))
+        # Nothing awaits from here on: speech resuming now starts a new turn.
+        self._turn = [t for t in self._turn if t not in parts]
+        self._send_turn(parts)
+
+    def _on_vad_event(self, ev: vad.VADEvent) -> None:
+        if ev.type == vad.VADEventType.START_OF_SPEECH:
+            if self._report is not None:
+                self._report.cancel()  # the turn goes on; its texts stay held
+                self._report = None
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
+        elif ev.type == vad.VADEventType.END_OF_SPEECH:
+            self._last_end = time.time() - ev.silence_duration - ev.inference_duration
+            self._turn.append(asyncio.create_task(self._transcribe(list(ev.frames)), name="early-stt"))
+            self._event_ch.send_nowait(
+                stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, speech_end_time=self._last_end)
+            )
+            if self._report is not None:
+                self._report.cancel()
+            due = self._last_end + self._owner._report_after
+            self._report = asyncio.create_task(self._report_when_over(due), name="early-stt-report")
+
+    async def _run(self) -> None:
+        vad_stream = self._owner._vad.stream()
+
+        async def forward() -> None:
+            async for item in self._input_ch:
+                if isinstance(item, self._FlushSentinel):
+                    vad_stream.flush()
+                else:
+                    vad_stream.push_frame(item)
+            vad_stream.end_input()
+
+        async def listen() -> None:
+            async for ev in vad_stream:
+                self._on_vad_event(ev)
+
+        tasks = [asyncio.create_task(forward()), asyncio.create_task(listen())]
+        try:
+            await asyncio.gather(*tasks)
+            # The input ended (the call is closing): what was said is reported now.
+            if self._report is not None:
+                self._report.cancel()
+            if self._turn:
+                await asyncio.wait(self._turn)
+                self._send_turn(self._turn)
+                self._turn = []
+        finally:
+            pending = [*tasks, *self._turn, *([self._report] if self._report else [])]
+            await utils.aio.cancel_and_wait(*pending)
+            with contextlib.suppress(Exception):
+                await vad_stream.aclose()
