@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from agent_svc import ids
+from agent_svc import ids, metrics
 from agent_svc.call_record import Usage
 from agent_svc.call_store import CallStore
 from servicekit.auth import Principal
@@ -120,6 +120,7 @@ class QuotaGuard:
                     if s.exhausted
                 )
                 if hit:
+                    metrics.refused(v.quota_id for v in hit)
                     log.warning(
                         "call refused: quota reached",
                         conversation_id=conversation_id,
@@ -180,6 +181,7 @@ class QuotaGuard:
                     used_minutes=round(state.used, 1),
                     limit_minutes=state.limit,
                 )
+        metrics.observe_quotas(states)
         return states
 
 
