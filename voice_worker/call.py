@@ -19,6 +19,7 @@ from voice_worker.providers import Providers, build_providers
 from voice_worker.sender import OutboxSender, TranscriptSink
 from voice_worker.settings import VoiceWorkerSettings
 from voice_worker.transcripts import TranscriptRecorder
+from voice_worker.typed import is_typed
 
 log = structlog.get_logger("voice_worker.call")
 
@@ -114,6 +115,8 @@ class Call:
         item = ev.item
         if not isinstance(item, llm.ChatMessage):
             return  # handoffs and other item types are not turns
+        if item.role == "user" and is_typed(item.id):
+            return  # a typed message: SendMessage stored it already (voice_worker.typed)
         self.recorder.message_committed(
             role=item.role,
             item_id=item.id,

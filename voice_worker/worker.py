@@ -25,6 +25,7 @@ from voice_worker.profile import DEFAULT_AGENT_ID
 from voice_worker.providers import ProviderChoiceError, import_plugins, shared_vad
 from voice_worker.sender import drain_orphans
 from voice_worker.settings import VoiceWorkerSettings
+from voice_worker.typed import TypedMessageFollower, answer_typed
 
 log = structlog.get_logger("voice_worker.worker")
 
@@ -131,7 +132,14 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
         await sink.aclose()
         return
 
+    async def answer(seq: int, text: str) -> None:
+        await answer_typed(call.session, seq, text)
+
+    # The user's typed messages reach the agent through chat_svc (see voice_worker.typed).
+    typed = TypedMessageFollower(settings.chat_svc_address, credentials, dispatch.conversation_id, answer)
+
     async def on_shutdown() -> None:
+        await typed.aclose()
         await call.finish()
         leftovers.cancel()
         await profiles.aclose()
@@ -141,11 +149,13 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     await call.session.start(
         call.agent,
         room=ctx.room,
-        # Video calls: the agent joins with audio only; it does not need the video.
-        room_options=room_io.RoomOptions(video_input=False),
+        # Video calls: the agent joins with audio only; it does not need the video. Typed messages
+        # come through chat_svc, never through the room's text input.
+        room_options=room_io.RoomOptions(video_input=False, text_input=False),
         record=False,
     )
     await ctx.connect()
+    typed.start()
 
 
 async def _drain(settings: VoiceWorkerSettings, sink: ChatTranscriptSink) -> int:

@@ -146,18 +146,23 @@ def ended(reply: res.Message) -> bool:
 
 @asynccontextmanager
 async def conversation(
-    mesh: Mesh, channel: res.Channel.ValueType = res.CHANNEL_TEXT, user: str = USER
+    mesh: Mesh,
+    channel: res.Channel.ValueType = res.CHANNEL_TEXT,
+    user: str = USER,
+    *,
+    conversation_id: str = "",
 ) -> AsyncIterator[Conversation]:
-    """A new conversation through Envoy, watched from its start."""
+    """A new conversation through Envoy (or the existing `conversation_id`), watched from its start."""
     assert mesh.envoy_addr is not None
     async with grpc.aio.insecure_channel(mesh.envoy_addr) as grpc_channel:
-        stub = api_grpc.ConversationServiceStub(grpc_channel)
-        created = await stub.CreateConversation(
-            api.CreateConversationRequest(agent_id="default", channel=channel),
-            metadata=bearer(user_token(user)),
-            timeout=TIMEOUT,
-        )
-        opened = Conversation(mesh, grpc_channel, created.conversation.conversation_id, user)
+        if not conversation_id:
+            created = await api_grpc.ConversationServiceStub(grpc_channel).CreateConversation(
+                api.CreateConversationRequest(agent_id="default", channel=channel),
+                metadata=bearer(user_token(user)),
+                timeout=TIMEOUT,
+            )
+            conversation_id = created.conversation.conversation_id
+        opened = Conversation(mesh, grpc_channel, conversation_id, user)
         opened.start_watch()
         try:
             yield opened
