@@ -108,10 +108,13 @@ def test_a_request_is_one_trace_from_the_edge_to_mongodb(
     assert chat_parent is not None
     assert chat_parent.service == "agent_svc"
     assert chat_parent.kind == CLIENT
-    # ...and read MongoDB inside that call, without the command's contents.
+    # ...and read MongoDB inside that call, without the command's contents. (agent_svc's own
+    # MongoDB commands, its quota and call store, hang under its spans the same way.)
     mongo = [s for s in spans if s.attributes.get("db.system") == "mongodb"]
-    assert mongo
+    assert any(parent(s) == chat_server for s in mongo)
     for span in mongo:
         assert span.kind == CLIENT
-        assert parent(span) == chat_server
+        owner = parent(span)
+        assert owner is not None
+        assert owner.service == span.service
         assert "db.statement" not in span.attributes
