@@ -111,7 +111,7 @@ async def create_server(
     gateway = LiveKitGateway(
         settings.livekit_url,
         settings.livekit_api_key,
-        settings.livekit_api_secret,
+        settings.livekit_api_secret.get_secret_value(),
         settings.livekit_api_timeout_seconds,
     )
     closers.append(gateway.aclose)
@@ -119,7 +119,7 @@ async def create_server(
         TokenPolicy(
             url=settings.livekit_url,
             api_key=settings.livekit_api_key,
-            api_secret=settings.livekit_api_secret,
+            api_secret=settings.livekit_api_secret.get_secret_value(),
             agent_name=settings.livekit_agent_name,
             default_ttl_seconds=settings.livekit_token_ttl_seconds,
             min_ttl_seconds=settings.livekit_token_ttl_min_seconds,
@@ -153,7 +153,7 @@ async def create_server(
         LiveKitAccess(minter, gateway, conversations, CallControl(guard, ledger))
     )
     call_servicer = CallServicer(
-        WebhookIntake(settings.livekit_api_key, settings.livekit_api_secret, ledger), guard
+        WebhookIntake(settings.livekit_api_key, settings.livekit_api_secret.get_secret_value(), ledger), guard
     )
     agent_servicer = AgentServicer(directory, build_replies(settings, directory, closers))
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 from livekit.agents import llm
+from pydantic import SecretStr
 
 from agent_svc.agent_store import AgentDirectory
 from agent_svc.agents import AgentProfile, ProviderMode
@@ -321,12 +322,12 @@ class _RepliesSettings(Protocol):
 
     livekit_url: str
     livekit_api_key: str
-    livekit_api_secret: str
+    livekit_api_secret: SecretStr
     providers: ProviderChoice
     reply_stall_seconds: float
     reply_timeout_seconds: float
 
-    def language_models(self, livekit_api_key: str, livekit_api_secret: str) -> LanguageModelConfig: ...
+    def language_models(self, livekit_api_key: str, livekit_api_secret: SecretStr) -> LanguageModelConfig: ...
 
 
 def build_replies(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from llmkit.settings import LanguageModelSettings
 from servicekit.settings import CommonSettings
@@ -34,7 +34,7 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
 
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY")
-    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    livekit_api_secret: SecretStr = Field(default=SecretStr(""), validation_alias="LIVEKIT_API_SECRET")
     livekit_agent_name: str = Field(
         default="syntera-voice",
         min_length=1,
@@ -96,7 +96,7 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
     def livekit_dev_defaults(self) -> bool:
         """True when tokens are minted for the LiveKit dev server's well-known credentials."""
         dev = (DEV_LIVEKIT_URL, DEV_LIVEKIT_API_KEY, DEV_LIVEKIT_API_SECRET)
-        return (self.livekit_url, self.livekit_api_key, self.livekit_api_secret) == dev
+        return (self.livekit_url, self.livekit_api_key, self.livekit_api_secret.get_secret_value()) == dev
 
     @model_validator(mode="after")
     def _validate_livekit(self) -> AgentSettings:
@@ -104,11 +104,11 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
         if self.dev_mode and not any(configured):
             self.livekit_url = DEV_LIVEKIT_URL
             self.livekit_api_key = DEV_LIVEKIT_API_KEY
-            self.livekit_api_secret = DEV_LIVEKIT_API_SECRET
+            self.livekit_api_secret = SecretStr(DEV_LIVEKIT_API_SECRET)
         for name, value in (
             ("LIVEKIT_URL", self.livekit_url),
             ("LIVEKIT_API_KEY", self.livekit_api_key),
-            ("LIVEKIT_API_SECRET", self.livekit_api_secret),
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret.get_secret_value()),
         ):
             if not value:
                 raise ValueError(f"{name} must be set (or leave all LiveKit variables empty in dev mode)")

@@ -153,7 +153,7 @@ def plan_livekit(settings: RunSettings) -> LiveKitPlan:
     Raises:
         PlanError: Only one of LIVEKIT_API_KEY / LIVEKIT_API_SECRET is set, or LIVEKIT_URL without them.
     """
-    key, secret = settings.livekit_api_key, settings.livekit_api_secret
+    key, secret = settings.livekit_api_key, settings.livekit_api_secret.get_secret_value()
     if bool(key) != bool(secret):
         raise PlanError(
             "set both LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or neither (make run then makes keys for "

@@ -50,7 +50,7 @@ class RunSettings(BaseSettings):
     )
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
-    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    livekit_api_secret: SecretStr = Field(default=SecretStr(""), validation_alias="LIVEKIT_API_SECRET")
     # The local server's UDP media ports follow its HTTP port (+2, +3), so all three must fit.
     livekit_port: int = Field(default=LIVEKIT_DEFAULT_PORT, ge=1, le=65532, validation_alias="LIVEKIT_PORT")
     livekit_server_bin: str = Field(default="", validation_alias="LIVEKIT_SERVER_BIN")

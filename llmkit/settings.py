@@ -7,7 +7,7 @@ choose the agent's model for calls and for text replies alike.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
 from llmkit.choice import LanguageModelConfig, ProviderChoice
@@ -32,7 +32,7 @@ class LanguageModelSettings(BaseSettings):
         default="openai/gpt-4.1-mini", validation_alias="VOICE_WORKER_CLOUD_LLM_MODEL"
     )
     llm_base_url: str = Field(default="", validation_alias="LLM_BASE_URL")
-    llm_api_key: str = Field(default="", validation_alias="LLM_API_KEY", repr=False)
+    llm_api_key: SecretStr = Field(default=SecretStr(""), validation_alias="LLM_API_KEY")
     llm_model: str = Field(default="", validation_alias="LLM_MODEL")
 
     @model_validator(mode="after")
@@ -41,13 +41,13 @@ class LanguageModelSettings(BaseSettings):
             raise ValueError("LLM_BASE_URL is set, so LLM_MODEL must name the model to use there")
         return self
 
-    def language_models(self, livekit_api_key: str, livekit_api_secret: str) -> LanguageModelConfig:
+    def language_models(self, livekit_api_key: str, livekit_api_secret: SecretStr) -> LanguageModelConfig:
         """These settings with the LiveKit project keys, as `llmkit.choice` takes them."""
         return LanguageModelConfig(
             cloud_model=self.cloud_llm_model,
             livekit_api_key=livekit_api_key,
-            livekit_api_secret=livekit_api_secret,
+            livekit_api_secret=livekit_api_secret.get_secret_value(),
             base_url=self.llm_base_url,
-            api_key=self.llm_api_key,
+            api_key=self.llm_api_key.get_secret_value(),
             model=self.llm_model,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from llmkit.choice import Mode, default_mode, on_livekit_cloud
 from llmkit.settings import LanguageModelSettings
@@ -53,7 +53,7 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
 
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
     livekit_api_key: str = Field(default="", validation_alias="LIVEKIT_API_KEY", repr=False)
-    livekit_api_secret: str = Field(default="", validation_alias="LIVEKIT_API_SECRET", repr=False)
+    livekit_api_secret: SecretStr = Field(default=SecretStr(""), validation_alias="LIVEKIT_API_SECRET")
     agent_name: str = Field(default="syntera-voice", validation_alias="LIVEKIT_AGENT_NAME")
 
     max_calls: int = Field(default=5, ge=1, le=100, validation_alias="VOICE_WORKER_MAX_CALLS")

@@ -83,7 +83,7 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
     server = AgentServer(
         ws_url=settings.livekit_url or None,
         api_key=settings.livekit_api_key or None,
-        api_secret=settings.livekit_api_secret or None,
+        api_secret=settings.livekit_api_secret.get_secret_value() or None,
         job_executor_type=JobExecutorType.THREAD,
         load_fnc=load,
         load_threshold=1.0,

@@ -38,7 +38,8 @@ def test_dev_mode_without_livekit_uses_dev_server_defaults() -> None:
     settings = make_settings(
         SYNTERA_DEV_MODE=True, LIVEKIT_URL="", LIVEKIT_API_KEY="", LIVEKIT_API_SECRET="", CHAT_SVC_ADDRESS=""
     )
-    assert (settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret) == (
+    secret = settings.livekit_api_secret.get_secret_value()
+    assert (settings.livekit_url, settings.livekit_api_key, secret) == (
         DEV_LIVEKIT_URL,
         DEV_LIVEKIT_API_KEY,
         DEV_LIVEKIT_API_SECRET,

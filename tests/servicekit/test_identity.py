@@ -123,3 +123,26 @@ def test_a_service_in_dev_mode_refuses_to_listen_beyond_loopback(
     with pytest.raises(ValidationError, match=f"{variable}=0.0.0.0: dev mode listens on loopback"):
         settings_class(_env_file=None, SYNTERA_DEV_MODE="true", **{variable: "0.0.0.0"})  # noqa: S104
     assert settings_class(_env_file=None, SYNTERA_DEV_MODE="true", **{variable: "127.0.0.1"}).dev_mode
+
+
+def test_every_secret_setting_is_hidden_from_output() -> None:
+    from agent_svc.settings import AgentSettings
+    from voice_worker.settings import VoiceWorkerSettings
+
+    livekit_secret = "livekit-secret-that-must-not-show-0123456789"
+    llm_key = "llm-key-that-must-not-show-0123456789"
+    common = {"SYNTERA_JWT_SECRET": JWT_SECRET, "SYNTERA_SERVICE_JWT_SECRET": SERVICE_JWT_SECRET}
+    livekit = {
+        "LIVEKIT_URL": "wss://lk.example.com",
+        "LIVEKIT_API_KEY": "key",
+        "LIVEKIT_API_SECRET": livekit_secret,
+    }
+    agent = AgentSettings(_env_file=None, CHAT_SVC_ADDRESS="127.0.0.1:1", **common, **livekit)  # type: ignore[call-arg]
+    worker = VoiceWorkerSettings(_env_file=None, LLM_API_KEY=llm_key, **common, **livekit)  # type: ignore[call-arg]
+    for settings in (agent, worker):
+        for text in (repr(settings), str(settings), settings.model_dump_json()):
+            assert livekit_secret not in text
+            assert llm_key not in text
+            assert JWT_SECRET not in text
+    assert agent.livekit_api_secret.get_secret_value() == livekit_secret
+    assert worker.language_models("key", worker.livekit_api_secret).api_key == llm_key

@@ -170,7 +170,7 @@ def _cloud(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     language = profile.language or "en"
     tts_name, _, tts_voice = tts_model.partition(":")
     voice = tts_voice or profile.voice
-    key, secret = settings.livekit_api_key, settings.livekit_api_secret
+    key, secret = settings.livekit_api_key, settings.livekit_api_secret.get_secret_value()
     return Providers(
         mode="cloud",
         stt=inference.STT(stt_model, language=language, api_key=key, api_secret=secret),
