@@ -14,6 +14,7 @@ import {
   ConversationStatus,
   type JoinInfo,
   type Message,
+  SummaryState,
 } from "./gen/syntera/conversation/v1/resources_pb.js";
 import { CallMedia } from "./gen/syntera/livekit/v1/resources_pb.js";
 import type { Session } from "./session.js";
@@ -61,6 +62,7 @@ export class App {
     this.conversationView = new ConversationView({
       onSend: (text) => this.sendMessage(text),
       onEnd: () => void this.endCurrent(),
+      onRetryReply: (messageId) => this.retryReply(messageId),
     });
     this.callPanel = new CallPanel(() => this.current?.call);
   }
@@ -300,6 +302,9 @@ export class App {
     await open.call?.hangUp();
     this.callPanel.showEnded(open.conversation.channel === Channel.TEXT ? undefined : "This call has ended.");
     void this.loadConversations();
+    if (open.conversation.channel !== Channel.TEXT) {
+      void this.followSummary(open);
+    }
   }
 
   private async endCurrent(): Promise<void> {
@@ -316,6 +321,46 @@ export class App {
     } catch (error) {
       this.conversationView.setEnding(false);
       this.reportFailure("Ending the conversation", error);
+    }
+  }
+
+  /** Generates a failed reply again; the watch shows it growing again in place. */
+  private async retryReply(messageId: string): Promise<void> {
+    const open = this.current;
+    if (!open) {
+      return;
+    }
+    try {
+      const response = await this.api.conversations.retryReply({
+        conversationId: open.conversation.conversationId,
+        messageId,
+      });
+      if (response.message) {
+        this.applyMessage(response.message);
+      }
+    } catch (error) {
+      this.reportFailure("Retrying the reply", error);
+    }
+  }
+
+  /** A call's summary is written after it ends: asks for it a few times until it is there. */
+  private async followSummary(open: OpenConversation): Promise<void> {
+    for (let attempt = 0; attempt < 10 && this.current === open; attempt += 1) {
+      await new Promise((resolve) => window.setTimeout(resolve, 1500));
+      try {
+        const response = await this.api.conversations.getConversation({
+          conversationId: open.conversation.conversationId,
+        });
+        if (response.conversation && this.current === open) {
+          open.conversation = response.conversation;
+          this.conversationView.render(open.conversation);
+          if (response.conversation.summary && response.conversation.summary.state !== SummaryState.PENDING) {
+            return;
+          }
+        }
+      } catch {
+        // The next attempt tries again; the summary is also in the conversation when opened later.
+      }
     }
   }
 

@@ -6,7 +6,7 @@
  * event never takes a turn back to an older state.
  */
 
-import { type Message, Role, MessageSource } from "./gen/syntera/conversation/v1/resources_pb.js";
+import { type Message, type Reply, Role, MessageSource } from "./gen/syntera/conversation/v1/resources_pb.js";
 
 export interface TranscriptEntry {
   seq: bigint;
@@ -16,6 +16,9 @@ export interface TranscriptEntry {
   text: string;
   final: boolean;
   interrupted: boolean;
+  messageId: string;
+  /** Set on the agent's replies in text conversations (see reply.ts). */
+  reply: Reply | undefined;
 }
 
 export class Transcript {
@@ -35,6 +38,8 @@ export class Transcript {
       text: message.text,
       final: message.final,
       interrupted: message.interrupted,
+      messageId: message.messageId,
+      reply: message.reply,
     });
     return true;
   }

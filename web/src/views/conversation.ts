@@ -3,6 +3,7 @@
 import { byId, el, show } from "../dom.js";
 import { Channel, type Conversation, ConversationStatus } from "../gen/syntera/conversation/v1/resources_pb.js";
 import { channelLabel, roleLabel, statusLabel } from "../labels.js";
+import { replyData, replyMarks, showSummary } from "../reply.js";
 import type { TranscriptEntry } from "../transcript.js";
 import type { WatchState } from "../watch.js";
 
@@ -11,6 +12,8 @@ export interface ConversationHandlers {
   onSend(text: string): Promise<boolean>;
   /** "End" (text) or "Hang up" (calls). */
   onEnd(): void;
+  /** "Retry" on a failed agent reply. */
+  onRetryReply(messageId: string): Promise<void>;
 }
 
 const WATCH_TEXT: Record<WatchState, string> = {
@@ -34,7 +37,7 @@ export class ConversationView {
   private readonly messageInput = byId<HTMLInputElement>("message-input");
   private readonly sendButton: HTMLButtonElement;
 
-  constructor(handlers: ConversationHandlers) {
+  constructor(private readonly handlers: ConversationHandlers) {
     this.sendButton = this.messageForm.querySelector("button")!;
     this.messageForm.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -81,6 +84,7 @@ export class ConversationView {
     this.messageInput.disabled = !active;
     this.sendButton.disabled = !active;
     this.messageInput.placeholder = active ? "Type a message…" : "This conversation has ended.";
+    showSummary(this.panel, conversation.summary);
   }
 
   /** Disables the end buttons while ending is in flight (enabled again if it failed). */
@@ -118,6 +122,10 @@ export class ConversationView {
     }
     if (entry.interrupted) {
       parts.push(el("span", "badge-small interrupted-mark", "interrupted"));
+    }
+    if (entry.reply) {
+      Object.assign(item.dataset, replyData(entry.reply));
+      parts.push(...replyMarks(entry.reply, () => this.handlers.onRetryReply(entry.messageId)));
     }
     item.replaceChildren(...parts);
     item.scrollIntoView({ block: "nearest" });
