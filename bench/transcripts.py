@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 
 import grpc
 
@@ -28,7 +29,9 @@ async def _one(
     latencies: list[float],
 ) -> tuple[int, int]:
     created = await stub.CreateConversation(
-        api.CreateConversationRequest(agent_id="default", channel=pb.CHANNEL_VOICE),
+        api.CreateConversationRequest(
+            agent_id="default", channel=pb.CHANNEL_VOICE, request_id=uuid.uuid4().hex
+        ),
         metadata=as_user(user),
         timeout=30,
     )

@@ -33,6 +33,7 @@ import statistics
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -305,7 +306,9 @@ async def new_conversation(mesh: Mesh, user: str) -> tuple[str, str, str]:
     headers = {"authorization": f"Bearer {auth.mint(mesh.jwt_secret, user, ttl_seconds=3600)}"}
     async with httpx.AsyncClient(base_url=mesh.envoy_url, headers=headers, timeout=30) as http:
         created = await http.post(
-            "/v1/conversations", json={"agentId": "default", "channel": "CHANNEL_VOICE"}
+            "/v1/conversations",
+            # A retry after a 503 with the same id cannot make a second conversation.
+            json={"agentId": "default", "channel": "CHANNEL_VOICE", "requestId": uuid.uuid4().hex},
         )
         created.raise_for_status()
         conversation_id = created.json()["conversation"]["conversationId"]

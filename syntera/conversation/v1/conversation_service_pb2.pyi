@@ -36,8 +36,10 @@ class CreateConversationRequest(_message.Message):
     title: _builtins.str
     """Optional. A title (at most 200 characters)."""
     request_id: _builtins.str
-    """Optional. A client-chosen id (1 to 64 characters) making retries safe: the same id gives the
-    same conversation, and repairs one whose call setup failed.
+    """Optional, and sent by every client this project ships. A client-chosen id (1 to 64
+    characters) making retries safe: the same id gives the same conversation, and repairs one
+    whose call setup failed. Without one, a retry after UNAVAILABLE may create a second
+    conversation.
     """
     def __init__(
         self,
@@ -245,7 +247,11 @@ class SendMessageRequest(_message.Message):
     text: _builtins.str
     """Required. The text (1 to 4000 characters, not only white space)."""
     request_id: _builtins.str
-    """Optional. A client-chosen id (1 to 64 characters): the same id gives the same message."""
+    """Optional, and sent by every client this project ships. A client-chosen id (1 to 64
+    characters): the same id gives the same message. Without one, a retry after UNAVAILABLE may
+    store the message twice. Optional rather than required so that clients written against the
+    first version of this API keep working.
+    """
     def __init__(
         self,
         *,

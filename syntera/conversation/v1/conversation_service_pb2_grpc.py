@@ -28,6 +28,11 @@ if _version_not_supported:
 class ConversationServiceStub:
     """Conversations between users and AI agents: text messages, voice and video calls, and their
     live transcripts. A user sees and changes only their own conversations.
+
+    UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+    stored before the failure. Retry a create or a send with the same `request_id`: the retry
+    returns what the first attempt stored and never stores it twice. Every client this project
+    ships sends one.
     """
 
     def __init__(self, channel):
@@ -96,11 +101,16 @@ class ConversationServiceStub:
 class ConversationServiceServicer:
     """Conversations between users and AI agents: text messages, voice and video calls, and their
     live transcripts. A user sees and changes only their own conversations.
+
+    UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+    stored before the failure. Retry a create or a send with the same `request_id`: the retry
+    returns what the first attempt stored and never stores it twice. Every client this project
+    ships sends one.
     """
 
     def CreateConversation(self, request, context):
         """Creates a conversation. For VOICE and VIDEO it also sets up the call and returns the user's
-        join info. Idempotent on `request_id`.
+        join info. Idempotent on `request_id`: after UNAVAILABLE, retry with the same one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,7 +138,8 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendMessage(self, request, context):
-        """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+        """Sends a text message into an active conversation of any channel. Idempotent on `request_id`:
+        after UNAVAILABLE (the message may have been stored), retry with the same one.
 
         In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
         set) that watchers see grow revision by revision and then become final, stored once however
@@ -263,6 +274,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
 class ConversationService:
     """Conversations between users and AI agents: text messages, voice and video calls, and their
     live transcripts. A user sees and changes only their own conversations.
+
+    UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+    stored before the failure. Retry a create or a send with the same `request_id`: the retry
+    returns what the first attempt stored and never stores it twice. Every client this project
+    ships sends one.
     """
 
     @staticmethod

@@ -29,6 +29,11 @@ GRPC_VERSION: str
 class ConversationServiceStub:
     """Conversations between users and AI agents: text messages, voice and video calls, and their
     live transcripts. A user sees and changes only their own conversations.
+
+    UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+    stored before the failure. Retry a create or a send with the same `request_id`: the retry
+    returns what the first attempt stored and never stores it twice. Every client this project
+    ships sends one.
     """
 
     @_typing.overload
@@ -37,7 +42,7 @@ class ConversationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConversationServiceAsyncStub: ...
     CreateConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.CreateConversationRequest, _conversation_service_pb2.CreateConversationResponse]
     """Creates a conversation. For VOICE and VIDEO it also sets up the call and returns the user's
-    join info. Idempotent on `request_id`.
+    join info. Idempotent on `request_id`: after UNAVAILABLE, retry with the same one.
     """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.GetConversationRequest, _conversation_service_pb2.GetConversationResponse]
     """Gets a conversation."""
@@ -46,7 +51,8 @@ class ConversationServiceStub:
     EndConversation: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.EndConversationRequest, _conversation_service_pb2.EndConversationResponse]
     """Ends a conversation (hangs up a call). Idempotent: ending an ended conversation is OK."""
     SendMessage: _grpc.UnaryUnaryMultiCallable[_conversation_service_pb2.SendMessageRequest, _conversation_service_pb2.SendMessageResponse]
-    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`:
+    after UNAVAILABLE (the message may have been stored), retry with the same one.
 
     In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
     set) that watchers see grow revision by revision and then become final, stored once however
@@ -88,12 +94,17 @@ class ConversationServiceStub:
 class ConversationServiceAsyncStub(ConversationServiceStub):
     """Conversations between users and AI agents: text messages, voice and video calls, and their
     live transcripts. A user sees and changes only their own conversations.
+
+    UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+    stored before the failure. Retry a create or a send with the same `request_id`: the retry
+    returns what the first attempt stored and never stores it twice. Every client this project
+    ships sends one.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.CreateConversationRequest, _conversation_service_pb2.CreateConversationResponse]  # type: ignore[assignment]
     """Creates a conversation. For VOICE and VIDEO it also sets up the call and returns the user's
-    join info. Idempotent on `request_id`.
+    join info. Idempotent on `request_id`: after UNAVAILABLE, retry with the same one.
     """
     GetConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.GetConversationRequest, _conversation_service_pb2.GetConversationResponse]  # type: ignore[assignment]
     """Gets a conversation."""
@@ -102,7 +113,8 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     EndConversation: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.EndConversationRequest, _conversation_service_pb2.EndConversationResponse]  # type: ignore[assignment]
     """Ends a conversation (hangs up a call). Idempotent: ending an ended conversation is OK."""
     SendMessage: _aio.UnaryUnaryMultiCallable[_conversation_service_pb2.SendMessageRequest, _conversation_service_pb2.SendMessageResponse]  # type: ignore[assignment]
-    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+    """Sends a text message into an active conversation of any channel. Idempotent on `request_id`:
+    after UNAVAILABLE (the message may have been stored), retry with the same one.
 
     In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
     set) that watchers see grow revision by revision and then become final, stored once however
@@ -143,6 +155,11 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Conversations between users and AI agents: text messages, voice and video calls, and their
     live transcripts. A user sees and changes only their own conversations.
+
+    UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+    stored before the failure. Retry a create or a send with the same `request_id`: the retry
+    returns what the first attempt stored and never stores it twice. Every client this project
+    ships sends one.
     """
 
     @_abc_1.abstractmethod
@@ -152,7 +169,7 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_service_pb2.CreateConversationResponse, _abc.Awaitable[_conversation_service_pb2.CreateConversationResponse]]:
         """Creates a conversation. For VOICE and VIDEO it also sets up the call and returns the user's
-        join info. Idempotent on `request_id`.
+        join info. Idempotent on `request_id`: after UNAVAILABLE, retry with the same one.
         """
 
     @_abc_1.abstractmethod
@@ -185,7 +202,8 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversation_service_pb2.SendMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_service_pb2.SendMessageResponse, _abc.Awaitable[_conversation_service_pb2.SendMessageResponse]]:
-        """Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+        """Sends a text message into an active conversation of any channel. Idempotent on `request_id`:
+        after UNAVAILABLE (the message may have been stored), retry with the same one.
 
         In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
         set) that watchers see grow revision by revision and then become final, stored once however

@@ -44,8 +44,10 @@ export type CreateConversationRequest = Message<"syntera.conversation.v1.CreateC
   title: string;
 
   /**
-   * Optional. A client-chosen id (1 to 64 characters) making retries safe: the same id gives the
-   * same conversation, and repairs one whose call setup failed.
+   * Optional, and sent by every client this project ships. A client-chosen id (1 to 64
+   * characters) making retries safe: the same id gives the same conversation, and repairs one
+   * whose call setup failed. Without one, a retry after UNAVAILABLE may create a second
+   * conversation.
    *
    * @generated from field: string request_id = 4;
    */
@@ -248,7 +250,10 @@ export type SendMessageRequest = Message<"syntera.conversation.v1.SendMessageReq
   text: string;
 
   /**
-   * Optional. A client-chosen id (1 to 64 characters): the same id gives the same message.
+   * Optional, and sent by every client this project ships. A client-chosen id (1 to 64
+   * characters): the same id gives the same message. Without one, a retry after UNAVAILABLE may
+   * store the message twice. Optional rather than required so that clients written against the
+   * first version of this API keep working.
    *
    * @generated from field: string request_id = 3;
    */
@@ -751,12 +756,17 @@ export const WatchConversationsResponseSchema: GenMessage<WatchConversationsResp
  * Conversations between users and AI agents: text messages, voice and video calls, and their
  * live transcripts. A user sees and changes only their own conversations.
  *
+ * UNAVAILABLE (HTTP 503) means the outcome is unknown: the conversation or message may have been
+ * stored before the failure. Retry a create or a send with the same `request_id`: the retry
+ * returns what the first attempt stored and never stores it twice. Every client this project
+ * ships sends one.
+ *
  * @generated from service syntera.conversation.v1.ConversationService
  */
 export const ConversationService: GenService<{
   /**
    * Creates a conversation. For VOICE and VIDEO it also sets up the call and returns the user's
-   * join info. Idempotent on `request_id`.
+   * join info. Idempotent on `request_id`: after UNAVAILABLE, retry with the same one.
    *
    * @generated from rpc syntera.conversation.v1.ConversationService.CreateConversation
    */
@@ -796,7 +806,8 @@ export const ConversationService: GenService<{
     output: typeof EndConversationResponseSchema;
   },
   /**
-   * Sends a text message into an active conversation of any channel. Idempotent on `request_id`.
+   * Sends a text message into an active conversation of any channel. Idempotent on `request_id`:
+   * after UNAVAILABLE (the message may have been stored), retry with the same one.
    *
    * In a TEXT conversation the agent answers: its reply is one more message (role AGENT, `reply`
    * set) that watchers see grow revision by revision and then become final, stored once however
