@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import TracebackType
 from typing import Literal
 
 import structlog
@@ -38,6 +39,9 @@ def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -
     if service:
         shared.append(_add_service(service))
     _route_stdlib(numeric, shared, renderer)
+    # Python warnings and a crash's traceback would otherwise be plain text among the JSON lines.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     structlog.configure(
         processors=[*shared, structlog.processors.dict_tracebacks, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -75,6 +79,12 @@ def _route_stdlib(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    structlog.get_logger("servicekit.logs").critical(
+        "process failed with an uncaught exception", exc_info=(kind, error, trace)
+    )
 
 
 def reclaim_stdlib() -> None:
