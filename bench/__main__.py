@@ -4,6 +4,10 @@ Suites:
     token          GenerateToken req/s and p50/p99: gRPC direct, gRPC via Envoy, REST via Envoy.
     transcripts    ReportTranscript → watcher delivery (bench/transcripts.py, when present).
     call_setup     CreateConversation(VOICE) p50/p99 (bench/call_setup.py, when present).
+    text_replies   agent replies in TEXT conversations through Envoy, 20 conversations at once: time
+                   to the reply's first text and to the final reply, p50/p99, with the scripted
+                   responder and an OpenAI-compatible stand-in model (about a minute; only when
+                   named; bench/text_replies.py).
     voice_latency, voice_wer, voice_memory
                    the offline voice pipeline (minutes each; only when named).
     voice_call     real calls over the LiveKit server: voice-to-voice latency as the caller hears
@@ -34,7 +38,15 @@ from bench.stats import RunResult, table
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SUITES = ("token", "transcripts", "call_setup")
 # Suites other engineers own, each runnable as `python -m bench.<name>` and printing its own figures.
-MODULE_SUITES = ("transcripts", "call_setup", "voice_latency", "voice_wer", "voice_memory", "voice_call")
+MODULE_SUITES = (
+    "transcripts",
+    "call_setup",
+    "text_replies",
+    "voice_latency",
+    "voice_wer",
+    "voice_memory",
+    "voice_call",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
