@@ -49,6 +49,7 @@ class StoredCall:
         record: The call folded from its events.
         user_id: The conversation's user (from the token request, else the first user to join).
         agent_id: The agent profile the call runs with (for dispatching it again).
+        reserved_at_us: When the call was last admitted (the hold below was made).
         reserved_until_us: Until when an admitted call that has not started counts as live.
         revision: Grows with every change of `record`.
         synced: True once chat_svc has this revision.
@@ -58,6 +59,7 @@ class StoredCall:
     record: CallRecord
     user_id: str = ""
     agent_id: str = ""
+    reserved_at_us: int = 0
     reserved_until_us: int = 0
     revision: int = 0
     synced: bool = True
@@ -71,11 +73,10 @@ class StoredCall:
         """True while the call takes (or is about to take) an agent session."""
         if self.record.started and not self.record.ended:
             return True
-        return self.reserved_until_us > now_us and self._reservation_is_newest()
-
-    def _reservation_is_newest(self) -> bool:
+        # A hold counts until it lapses, unless a room has started since it was made (the call it
+        # was for has taken its session, and may be over by now).
         end = self.record.end_us
-        return end is None or self.reserved_until_us > end
+        return self.reserved_until_us > now_us and (end is None or self.reserved_at_us > end)
 
 
 def _store_unavailable() -> DomainError:
@@ -144,7 +145,7 @@ class CallStore:
                 return True
             doc.pop("_id")
             # The hold and the agent are `reserve`'s to write; the owner only when this save knows it.
-            for key in ("reserved_until", "agent_id"):
+            for key in ("reserved_at", "reserved_until", "agent_id"):
                 doc.pop(key)
             if not call.user_id:
                 doc.pop("user_id")
@@ -153,13 +154,15 @@ class CallStore:
             )
         return result.matched_count == 1
 
-    async def reserve(self, conversation_id: str, user_id: str, agent_id: str, until_us: int) -> None:
+    async def reserve(
+        self, conversation_id: str, user_id: str, agent_id: str, now_us: int, until_us: int
+    ) -> None:
         """Holds a place for a call about to start; creates its document when there is none."""
         with store_errors():
             await self._calls.update_one(
                 {"_id": conversation_id},
                 {
-                    "$set": {"reserved_until": until_us},
+                    "$set": {"reserved_at": now_us, "reserved_until": until_us},
                     "$setOnInsert": _empty_doc(conversation_id),
                 },
                 upsert=True,
@@ -220,7 +223,7 @@ class CallStore:
 
 def _empty_doc(conversation_id: str) -> Document:
     doc = call_to_doc(StoredCall(CallRecord(conversation_id)), 0)
-    for key in ("_id", "reserved_until", "user_id", "agent_id"):
+    for key in ("_id", "reserved_at", "reserved_until", "user_id", "agent_id"):
         doc.pop(key)
     return doc
 
@@ -262,6 +265,7 @@ def call_to_doc(call: StoredCall, now_us: int) -> Document:
         "state": record.state.value if record.started else NOT_STARTED,
         "user_id": call.user_id,
         "agent_id": call.agent_id,
+        "reserved_at": call.reserved_at_us,
         "reserved_until": call.reserved_until_us,
         "revision": call.revision,
         "synced": call.synced,
@@ -327,6 +331,7 @@ def call_from_doc(doc: Mapping[str, Any]) -> StoredCall:
         record=record,
         user_id=str(doc.get("user_id") or ""),
         agent_id=str(doc.get("agent_id") or ""),
+        reserved_at_us=int(doc.get("reserved_at") or 0),
         reserved_until_us=int(doc.get("reserved_until") or 0),
         revision=int(doc.get("revision") or 0),
         synced=bool(doc.get("synced", True)),

@@ -112,23 +112,22 @@ class QuotaGuard:
         async with self._admission:
             now = self._clock()
             stored = await self._store.load(conversation_id)
-            if stored is None or not stored.live(now):
-                states = await self._deployment_states(month_of(now), now, excluding=conversation_id)
-                hit = tuple(
-                    QuotaViolation(s.quota_id, DEPLOYMENT, s.limit, _describe(s))
-                    for s in states
-                    if s.exhausted
+            if stored is not None and stored.live(now):
+                return  # its session is taken (or held) already; a second hold would outlive the call
+            states = await self._deployment_states(month_of(now), now, excluding=conversation_id)
+            hit = tuple(
+                QuotaViolation(s.quota_id, DEPLOYMENT, s.limit, _describe(s)) for s in states if s.exhausted
+            )
+            if hit:
+                metrics.refused(v.quota_id for v in hit)
+                log.warning(
+                    "call refused: quota reached",
+                    conversation_id=conversation_id,
+                    limits=[v.quota_id for v in hit],
                 )
-                if hit:
-                    metrics.refused(v.quota_id for v in hit)
-                    log.warning(
-                        "call refused: quota reached",
-                        conversation_id=conversation_id,
-                        limits=[v.quota_id for v in hit],
-                    )
-                    raise quota_exceeded(hit)
+                raise quota_exceeded(hit)
             hold_until = now + int(self._limits.hold_seconds * US_PER_SECOND)
-            await self._store.reserve(conversation_id, user_id, agent_id, hold_until)
+            await self._store.reserve(conversation_id, user_id, agent_id, now, hold_until)
 
     async def usage(self, principal: Principal, user_id: str, month: str) -> UsageReport:
         """GetUsage: a user's own usage, or for services any user's or the deployment's."""

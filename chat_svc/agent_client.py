@@ -13,7 +13,15 @@ import structlog
 
 from chat_svc.records import Channel, JoinGrant
 from servicekit.client import ServiceCredentials, open_channel
-from servicekit.errors import DomainError, ErrorKind, FieldViolation, invalid_argument, not_found
+from servicekit.downstream import quota_violations
+from servicekit.errors import (
+    DomainError,
+    ErrorKind,
+    FieldViolation,
+    invalid_argument,
+    not_found,
+    quota_exceeded,
+)
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.livekit.v1 import livekit_service_pb2, livekit_service_pb2_grpc, resources_pb2
 
@@ -95,6 +103,10 @@ def _mapped(method: str, exc: grpc.aio.AioRpcError, field: str) -> DomainError:
     log.warning("agent_svc call failed", method=method, code=code.name)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return invalid_argument([FieldViolation(field, "was refused by the agent service")])
+    limits = quota_violations(exc) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else ()
+    if limits:
+        # The deployment's call limits: the caller must learn which one, exactly as agent_svc said.
+        return quota_exceeded(limits)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return DomainError(
             ErrorKind.FAILED_PRECONDITION, "AGENT_SVC_PRECONDITION", "the agent service refused the call"

@@ -7,7 +7,7 @@
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
-import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema, QuotaFailureSchema } from "./gen/google/rpc/error_details_pb.js";
 import { AgentService } from "./gen/syntera/agent/v1/agent_service_pb.js";
 import { ConversationService } from "./gen/syntera/conversation/v1/conversation_service_pb.js";
 import { LiveKitService } from "./gen/syntera/livekit/v1/livekit_service_pb.js";
@@ -58,6 +58,14 @@ export function describeError(error: unknown, apiBaseUrl: string): string {
         `this page's origin (${location.origin}) in CORS_ALLOWED_ORIGINS.`
       );
     }
+  }
+  const limits = err.findDetails(QuotaFailureSchema).flatMap((failure) => failure.violations);
+  if (limits.length > 0) {
+    // The deployment's call limits (agent_svc's quota guard): say which, and when a call can start again.
+    const wait = limits.some((limit) => limit.quotaId === "QUOTA_MAX_CONCURRENT_AGENT_SESSIONS")
+      ? "Try again when another call has ended."
+      : "Calls can start again next month, or when an operator raises the limit.";
+    return `No call can start now: ${limits.map((limit) => limit.description).join("; ")}. ${wait}`;
   }
   const parts = [`${Code[err.code]}: ${err.rawMessage}`];
   for (const badRequest of err.findDetails(BadRequestSchema)) {
