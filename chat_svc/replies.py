@@ -333,17 +333,26 @@ class Replies:
         if not created:
             return  # a concurrent retry of the same SendMessage made it
         seq = int(doc["seq"])
-        await self._cancel(conversation_id, below_to_seq=user.seq)
-        if await self._newer_user_message(conversation_id, user.seq):
+        # Older replies of this process stop at once; the store is told in the reply's own task,
+        # so SendMessage does not wait for it.
+        for to_seq, task in list(self._running.get(conversation_id, {}).values()):
+            if to_seq < user.seq:
+                task.cancel(msg="superseded")
+        log.info("reply started", conversation_id=conversation_id, seq=seq, in_reply_to_seq=user.seq)
+        self._spawn(conversation, message_id, seq, user.seq, 1, supersede=True)
+
+    async def _superseded(self, conversation_id: str, message_id: str, to_seq: int) -> bool:
+        """Cancels the older replies still generating; True when a newer message makes this one moot."""
+        await self._cancel(conversation_id, below_to_seq=to_seq)
+        if await self._newer_user_message(conversation_id, to_seq):
             # A newer message got here first: its reply answers this one too.
             await self._cancel(conversation_id, message_id=message_id)
-            return
-        log.info("reply started", conversation_id=conversation_id, seq=seq, in_reply_to_seq=user.seq)
-        self._spawn(conversation, message_id, seq, user.seq, 1)
+            return True
+        return False
 
     async def _cancel(self, conversation_id: str, *, below_to_seq: int = 0, message_id: str = "") -> None:
-        """Cancels the generating replies to user messages before `below_to_seq`, or the reply
-        `message_id`: this process's at once, the others' writers at their next write."""
+        """Marks CANCELLED the generating replies to user messages before `below_to_seq`, or the
+        reply `message_id`; their writers (on any replica) stop at their next write."""
         query: dict[str, Any] = {"conversation_id": conversation_id}
         if message_id:
             query["_id"] = message_id
@@ -362,12 +371,6 @@ class Replies:
                     "$inc": {"revision": 1},
                 },
             )
-        # After the store says CANCELLED: a cancelled writer then keeps the text it had (see
-        # `keep_cancelled_text`).
-        if not message_id:
-            for to_seq, task in list(self._running.get(conversation_id, {}).values()):
-                if to_seq < below_to_seq:
-                    task.cancel(msg="superseded")
         if result.modified_count:
             log.info(
                 "replies cancelled by a newer message",
@@ -376,10 +379,18 @@ class Replies:
             )
 
     def _spawn(
-        self, conversation: Conversation, message_id: str, seq: int, to_seq: int, attempt: int
+        self,
+        conversation: Conversation,
+        message_id: str,
+        seq: int,
+        to_seq: int,
+        attempt: int,
+        *,
+        supersede: bool = False,
     ) -> None:
         task = asyncio.create_task(
-            self._generate(conversation, message_id, seq, to_seq, attempt), name=f"reply:{message_id}:{seq}"
+            self._generate(conversation, message_id, seq, to_seq, attempt, supersede),
+            name=f"reply:{message_id}:{seq}",
         )
         running = self._running.setdefault(conversation.conversation_id, {})
         running[message_id] = (to_seq, task)
@@ -396,7 +407,13 @@ class Replies:
         task.add_done_callback(forget)
 
     async def _generate(
-        self, conversation: Conversation, message_id: str, seq: int, to_seq: int, attempt: int
+        self,
+        conversation: Conversation,
+        message_id: str,
+        seq: int,
+        to_seq: int,
+        attempt: int,
+        supersede: bool,
     ) -> None:
         assert self._writer is not None  # noqa: S101 - only spawned with a writer
         writer = _ReplyWriter(self._c, message_id, attempt, self._settings.update_interval)
@@ -404,6 +421,9 @@ class Replies:
         first_piece: float | None = None
         outcome = "complete"
         try:
+            if supersede and await self._superseded(conversation.conversation_id, message_id, to_seq):
+                outcome = "superseded"
+                return
             turns = await self._history(conversation.conversation_id, to_seq)
             events = self._writer.reply(conversation.agent_id, turns, conversation.conversation_id)
             async with asyncio.timeout(self._settings.reply_timeout), contextlib.aclosing(events):
@@ -434,7 +454,7 @@ class Replies:
                 await writer.finish(ReplyState.FAILED, "SERVICE_STOPPING")
             else:
                 outcome = "superseded"
-                await writer.keep_cancelled_text()
+                await writer.cancelled()
             raise
         except DomainError as exc:  # the store, while reading the history
             outcome = exc.reason
@@ -770,12 +790,25 @@ class _ReplyWriter:
         self.flushes += 1
         return bool(result.matched_count)
 
-    async def keep_cancelled_text(self) -> None:
-        """Stores what had arrived when a newer message cancelled the reply (it is CANCELLED by now)."""
-        if self.text == self._stored_text:
-            return
+    async def cancelled(self) -> None:
+        """A newer message cancelled the reply here: CANCELLED (if the store does not say so yet),
+        with the text that had arrived."""
         with contextlib.suppress(DomainError), store_errors():
             await self._c.messages.update_one(
-                self._filter(ReplyState.CANCELLED),
-                {"$set": {"text": self.text, "update_time": now_us()}, "$inc": {"revision": 1}},
+                {
+                    "_id": self._id,
+                    "reply.attempt": self._attempt,
+                    "reply.state": {"$in": [ReplyState.GENERATING.value, ReplyState.CANCELLED.value]},
+                },
+                {
+                    "$set": {
+                        "reply.state": ReplyState.CANCELLED.value,
+                        "reply.generator": generator_to_doc(self.generator),
+                        "text": self.text,
+                        "final": True,
+                        "update_time": now_us(),
+                    },
+                    "$unset": {"reply_lease": ""},
+                    "$inc": {"revision": 1},
+                },
             )
