@@ -78,8 +78,10 @@ VOICES = ("en-us", "en-gb", "en-us+f3")
 # Seconds between call starts at 5 calls: people do not all start talking in the same 10 ms.
 CALL_STAGGER_SECONDS = 1.3
 IDLE_SECONDS = 10.0
-# A call's job ends a moment after its caller hung up; the worker takes at most 5 at once.
-JOB_END_SECONDS = 5.0
+# A call's job ends some seconds after its caller hung up (the session closes, turns are flushed),
+# and the worker takes at most 5 at once: each stretch starts once every earlier job has ended.
+JOB_END_WITHIN_SECONDS = 90.0
+CALL_FINISHED_MARK = '"call finished"'
 ANSWER_WITHIN_SECONDS = 20.0
 # The agent's answer is over when nothing audible arrived for this long (then the caller speaks).
 QUIET_SECONDS = 1.0
@@ -293,6 +295,22 @@ class CallResult:
     rtt_ms: float | None = None
     stored_user: int = 0
     stored_agent: int = 0
+
+
+async def worker_idle(mesh: Mesh, calls_so_far: int) -> None:
+    """Waits until the worker logged `call finished` for every call started so far."""
+    log = mesh.log_dir / f"{VOICE_WORKER}.log"
+    deadline = time.monotonic() + JOB_END_WITHIN_SECONDS
+    finished = 0
+    while time.monotonic() < deadline:
+        finished = log.read_text(errors="replace").count(CALL_FINISHED_MARK)
+        if finished >= calls_so_far:
+            return
+        await asyncio.sleep(0.5)
+    print(
+        f"  (only {finished} of {calls_so_far} calls had finished in the worker after "
+        f"{JOB_END_WITHIN_SECONDS:.0f} s)"
+    )
 
 
 def wall_offset() -> float:
@@ -662,13 +680,23 @@ def hops(mesh: Mesh) -> str:
     )
 
 
+def worker_setting(mesh: Mesh, name: str) -> str:
+    """The worker's setting `name` as the mesh starts it: its environment, else the default."""
+    field = VoiceWorkerSettings.model_fields[name]
+    alias = field.validation_alias
+    value = mesh.worker_env.get(alias) if isinstance(alias, str) else None
+    return str(value if value is not None else field.default)
+
+
 def worker_settings_line(mesh: Mesh) -> str:
-    settings = VoiceWorkerSettings(_env_file=None, **mesh.worker_env)  # type: ignore[arg-type]
+    def s(name: str) -> str:
+        return worker_setting(mesh, name)
+
     return (
-        f"worker: offline providers (silero VAD, faster-whisper tiny.en x{settings.whisper_threads} threads, "
-        f"scripted responder, espeak-ng); max {settings.max_calls} calls; log level {LOG_LEVEL}; the "
-        f"user's turn ends after {settings.end_of_turn_silence_seconds:.2f} s of silence, Whisper "
-        f"transcribes after {settings.transcribe_after_silence_seconds:.2f} s"
+        f"worker: offline providers (silero VAD, faster-whisper tiny.en x{s('whisper_threads')} threads, "
+        f"scripted responder, espeak-ng); max {s('max_calls')} calls; log level {LOG_LEVEL}; the "
+        f"user's turn ends after {s('end_of_turn_silence_seconds')} s of silence, Whisper "
+        f"transcribes after {s('transcribe_after_silence_seconds')} s"
     )
 
 
@@ -723,8 +751,10 @@ async def _measure(mesh: Mesh, turns: int, call_counts: Sequence[int], verbose: 
             f"models loaded: {sampler.now().rss / MIB:.0f} MiB{'; FAILED: ' + failed[0] if failed else ''}"
         )
         figures: dict[int, dict[str, float]] = {}
+        started = 1
         for calls in call_counts:
-            await asyncio.sleep(JOB_END_SECONDS)  # the last calls' jobs end before the next stretch
+            await worker_idle(mesh, started)
+            started += calls
             per_call = math.ceil(turns / calls)
             before = time.process_time()
             with window(sampler, windows):
@@ -774,6 +804,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a VOICE_WORKER_* setting for this run, e.g. VOICE_WORKER_TRANSCRIBE_AFTER_SILENCE_SECONDS=0.55",
     )
     parser.add_argument("--verbose", action="store_true", help="print every turn and stored message")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the store and every process's log here (default: deleted)",
+    )
     args = parser.parse_args(argv)
     if any("=" not in s for s in args.worker_setting):
         parser.error("--worker-setting takes NAME=VALUE")
@@ -783,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     call_counts = [int(c) for c in args.calls.split(",") if c.strip()]
     if args.turns < 1 or not call_counts or any(not 1 <= c <= 5 for c in call_counts):
         parser.error("--turns >= 1 and --calls from 1 to 5 (the worker takes 5 calls)")
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(bench(args.turns, call_counts, args.workdir, worker_env, args.verbose))
     with tempfile.TemporaryDirectory(prefix="syntera-bench-voice-call-") as tmp:
         return asyncio.run(bench(args.turns, call_counts, Path(tmp), worker_env, args.verbose))
 

@@ -17,10 +17,10 @@ from llmkit.settings import LanguageModelSettings
 from servicekit.settings import CommonSettings
 from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
 
-# LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
 # LiveKit's Silero VAD default end-of-speech silence (its minimum endpointing delay is 0.5 s).
 DEFAULT_END_OF_TURN_SILENCE_SECONDS = 0.55
 
+# LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
