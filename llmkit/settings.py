@@ -8,7 +8,7 @@ choose the agent's model for calls and for text replies alike.
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmkit.choice import LanguageModelConfig, ProviderChoice
 
@@ -26,6 +26,11 @@ class LanguageModelSettings(BaseSettings):
         llm_api_key: Its key; never logged.
         llm_model: The model to ask it for (required with `llm_base_url`).
     """
+
+    # The same as CommonSettings', which this is mixed in beside: without it this class's defaults
+    # win in the mix (no `.env`, unknown names forbidden), and a class built from the process
+    # environment (make run's check of the worker's settings) fails on its first unrelated variable.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     providers: ProviderChoice = Field(default="auto", validation_alias="VOICE_WORKER_PROVIDERS")
     cloud_llm_model: str = Field(
