@@ -68,6 +68,9 @@ class EdgeLimits:
         max_concurrent_streams: HTTP/2 streams one connection may have open.
         connection_buffer_bytes: Bytes Envoy reads from one connection before it stops reading
             (its flow-control window), so a fast sender cannot fill memory.
+        trusted_proxy_hops: Proxies in front of Envoy whose `x-forwarded-for` is trusted (an
+            ingress or load balancer that terminates TLS). 0: the peer is the client. Behind a proxy
+            that is not trusted every client would share the proxy's address, and its rate limit.
     """
 
     max_request_headers_kb: int = 16
@@ -81,6 +84,7 @@ class EdgeLimits:
     rate_limit_clients: int = 10_000
     max_concurrent_streams: int = 100
     connection_buffer_bytes: int = 32 * KIB
+    trusted_proxy_hops: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -98,6 +102,8 @@ class EdgeLimits:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"EdgeLimits.{name} must be positive")
+        if not 0 <= self.trusted_proxy_hops <= 5:
+            raise ValueError("EdgeLimits.trusted_proxy_hops must be between 0 and 5")
         if self.max_request_headers_kb > 96:
             raise ValueError("EdgeLimits.max_request_headers_kb must be at most 96 (Envoy's own maximum)")
 
@@ -208,7 +214,8 @@ def connection_manager_limits(limits: EdgeLimits, http2_options: dict[str, Any])
 
     `http2_options` are the listener's other HTTP/2 options (keep-alive), kept as they are.
     """
-    return {
+    trusted = {"xff_num_trusted_hops": limits.trusted_proxy_hops} if limits.trusted_proxy_hops else {}
+    return trusted | {
         "max_request_headers_kb": limits.max_request_headers_kb,
         "request_headers_timeout": _duration(limits.request_headers_timeout_seconds),
         "request_timeout": _duration(limits.request_timeout_seconds),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from devrun.edge_limits import EdgeLimits
 from devrun.envoy_config import EdgeConfig
 
 # Where the descriptor set lives in the image (the Containerfile copies envoy/syntera.pb there).
@@ -40,4 +41,7 @@ def kubernetes_edge(origins: Sequence[str] = DEFAULT_ORIGINS) -> EdgeConfig:
         cors_allowed_origins=tuple(origins),
         stats_port=OPERATIONS_PORT,
         otlp_endpoint=OTLP_ENDPOINT,
+        # TLS ends at an ingress or load balancer in front of the ClusterIP Service: its
+        # x-forwarded-for names the client, whose address keys the rate limit.
+        limits=EdgeLimits(trusted_proxy_hops=1),
     )

@@ -300,3 +300,19 @@ async def test_connections_beyond_the_limit_are_refused_and_served_again_once_fr
                     except httpx.TransportError:
                         await asyncio.sleep(0.1)
             assert reply.status_code == 200
+
+
+@pytest.mark.unit
+def test_the_kubernetes_edge_trusts_the_proxy_in_front_of_it_for_client_addresses() -> None:
+    from devrun.kubernetes import kubernetes_edge
+
+    def hcm(config: EdgeConfig) -> dict[str, Any]:
+        listener = render_bootstrap(config)["static_resources"]["listeners"][0]
+        typed: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        return typed
+
+    assert hcm(kubernetes_edge())["xff_num_trusted_hops"] == 1
+    # make run: the peer is the client.
+    assert "xff_num_trusted_hops" not in hcm(EdgeConfig())
+    with pytest.raises(ValueError, match="trusted_proxy_hops"):
+        EdgeLimits(trusted_proxy_hops=-1)
