@@ -263,7 +263,8 @@ def overload_manager(limits: EdgeLimits) -> dict[str, Any]:
 
     As the heap fills, idle connections are closed sooner (down to 1 s), then keep-alive is turned
     off; at 95 % new requests get 503 and new connections are refused. Connections beyond
-    `max_connections` are refused at accept.
+    `max_connections` are refused at accept, and from half of them on idle connections are closed
+    sooner too (down to 1 s at 90 %).
     """
     heap = "envoy.resource_monitors.fixed_heap"
     connections = "envoy.resource_monitors.global_downstream_max_connections"
@@ -289,9 +290,15 @@ def overload_manager(limits: EdgeLimits) -> dict[str, Any]:
         ],
         "actions": [
             {
+                # Idle connections are what a client holding many connections keeps: as memory or
+                # the connection limit runs short, they are closed sooner (down to 1 s).
                 "name": "envoy.overload_actions.reduce_timeouts",
                 "triggers": [
-                    {"name": heap, "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}}
+                    {"name": heap, "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}},
+                    {
+                        "name": connections,
+                        "scaled": {"scaling_threshold": 0.50, "saturation_threshold": 0.90},
+                    },
                 ],
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig",

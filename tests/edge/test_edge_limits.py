@@ -316,3 +316,31 @@ def test_the_kubernetes_edge_trusts_the_proxy_in_front_of_it_for_client_addresse
     assert "xff_num_trusted_hops" not in hcm(EdgeConfig())
     with pytest.raises(ValueError, match="trusted_proxy_hops"):
         EdgeLimits(trusted_proxy_hops=-1)
+
+
+@pytest.mark.mesh
+async def test_idle_connections_are_closed_sooner_as_the_connection_limit_nears(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    limits = EdgeLimits(max_connections=40, idle_timeout_seconds=60, request_headers_timeout_seconds=60)
+    with own_edge(mesh, tmp_path, limits) as envoy:
+        request = (
+            b"GET /v1/conversations HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer "
+            + user_token("alice").encode()
+            + b"\r\n\r\n"
+        )
+        held = []
+        for _ in range(38):  # 95 % of the limit, each idle after one answered request
+            reader, writer = await _open(envoy)
+            writer.write(request)
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            held.append((reader, writer))
+        # Not the configured minute: the overload manager scales the idle timeout down to 1 s (the
+        # close then waits out Envoy's drain period).
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(20):
+            for reader, writer in held:
+                while await reader.read(65536):
+                    pass
+                writer.close()
+        assert asyncio.get_running_loop().time() - started < 15
