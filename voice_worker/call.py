@@ -13,6 +13,7 @@ import structlog
 from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
+from voice_worker.history import RESUME_GREETING, Turn, chat_context
 from voice_worker.outbox import Outbox, outbox_path
 from voice_worker.profile import AgentProfile, fallback_profile
 from voice_worker.providers import Providers, build_providers
@@ -32,22 +33,33 @@ class ProfileSource(Protocol):
 
 @dataclass(frozen=True)
 class DispatchInfo:
-    """What the dispatch metadata says: which conversation, which agent profile."""
+    """What the dispatch metadata says: which conversation, which agent profile, and whether this
+    agent takes over a call an earlier agent left (`resume`)."""
 
     conversation_id: str
     agent_id: str
+    resume: bool = False
 
 
 class ProfileAgent(Agent):
-    """The agent as its profile describes it; greets the user when the session starts."""
+    """The agent as its profile describes it; greets the user when the session starts.
 
-    def __init__(self, profile: AgentProfile) -> None:
-        super().__init__(instructions=profile.instructions or DEFAULT_INSTRUCTIONS)
+    An agent that takes over a call (`history` given) starts with the conversation so far and says
+    it is back instead of greeting as if the call had just begun.
+    """
+
+    def __init__(self, profile: AgentProfile, history: list[Turn] | None = None) -> None:
+        super().__init__(
+            instructions=profile.instructions or DEFAULT_INSTRUCTIONS,
+            chat_ctx=chat_context(history) if history else None,
+        )
         self.profile = profile
+        self.resumed = history is not None
 
     async def on_enter(self) -> None:
-        if self.profile.greeting:
-            self.session.say(self.profile.greeting, allow_interruptions=True)
+        greeting = RESUME_GREETING if self.resumed else self.profile.greeting
+        if greeting:
+            self.session.say(greeting, allow_interruptions=True)
 
 
 def session_for(providers: Providers) -> AgentSession[None]:
@@ -91,6 +103,7 @@ class Call:
         providers: Providers,
         outbox: Outbox,
         sender: OutboxSender,
+        history: list[Turn] | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -101,7 +114,7 @@ class Call:
         self.sender = sender
         self.recorder = TranscriptRecorder(call_id, dispatch.conversation_id, outbox, sender.notify)
         self.session = session_for(providers)
-        self.agent = ProfileAgent(profile)
+        self.agent = ProfileAgent(profile, history)
         self.session.on("user_input_transcribed", self._on_user_input)
         self.session.on("conversation_item_added", self._on_item_added)
         self._finished = False
@@ -164,8 +177,12 @@ async def open_call(
     dispatch: DispatchInfo,
     profiles: ProfileSource,
     sink: TranscriptSink,
+    history: list[Turn] | None = None,
 ) -> Call:
-    """Fetches the profile, picks providers, opens the outbox and starts its sender."""
+    """Fetches the profile, picks providers, opens the outbox and starts its sender.
+
+    `history` (the conversation so far) makes the agent one that takes over the call.
+    """
     profile = await profiles.get(dispatch.agent_id)
     if profile is None:
         profile = fallback_profile(dispatch.agent_id)
@@ -185,6 +202,7 @@ async def open_call(
         conversation_id=dispatch.conversation_id,
         agent_id=profile.agent_id,
         provider_mode=providers.mode,
+        resumed=history is not None,
         stt_model=providers.stt_model,
         llm_model=providers.llm_model,
         tts_model=providers.tts_model,
@@ -197,4 +215,5 @@ async def open_call(
         providers=providers,
         outbox=outbox,
         sender=sender,
+        history=history,
     )

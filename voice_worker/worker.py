@@ -21,6 +21,7 @@ from servicekit.client import ServiceCredentials
 from voice_worker import metrics
 from voice_worker.call import DispatchInfo, open_call
 from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
+from voice_worker.history import ConversationHistory, Turn
 from voice_worker.profile import DEFAULT_AGENT_ID
 from voice_worker.providers import ProviderChoiceError, import_plugins, shared_vad
 from voice_worker.sender import drain_orphans
@@ -60,6 +61,7 @@ def parse_dispatch(metadata: str, room_name: str) -> DispatchInfo:
     return DispatchInfo(
         conversation_id=conversation_id,
         agent_id=agent_id if isinstance(agent_id, str) and agent_id else DEFAULT_AGENT_ID,
+        resume=data.get("resume") is True,
     )
 
 
@@ -123,8 +125,12 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     # Turns an earlier process could not deliver (again, in case chat_svc was down at start-up):
     # sent in the background, never blocking the call.
     leftovers = asyncio.create_task(_drain(settings, sink))
+    # An agent taking over a call another one left carries on with the conversation so far.
+    history = await _history(settings, credentials, dispatch.conversation_id) if dispatch.resume else None
     try:
-        call = await open_call(settings, call_id=ctx.job.id, dispatch=dispatch, profiles=profiles, sink=sink)
+        call = await open_call(
+            settings, call_id=ctx.job.id, dispatch=dispatch, profiles=profiles, sink=sink, history=history
+        )
     except ProviderChoiceError as exc:
         log.error("call refused: provider choice", job_id=ctx.job.id, problem=str(exc))
         leftovers.cancel()
@@ -156,6 +162,16 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     )
     await ctx.connect()
     typed.start()
+
+
+async def _history(
+    settings: VoiceWorkerSettings, credentials: ServiceCredentials, conversation_id: str
+) -> list[Turn]:
+    history = ConversationHistory(settings.chat_svc_address, credentials, settings.rpc_timeout_seconds)
+    try:
+        return await history.newest(conversation_id)
+    finally:
+        await history.aclose()
 
 
 async def _drain(settings: VoiceWorkerSettings, sink: ChatTranscriptSink) -> int:
