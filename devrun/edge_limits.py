@@ -17,6 +17,7 @@ How a limit shows itself to a client:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,10 @@ class EdgeLimits:
         idle_timeout_seconds: A connection with no request in flight is closed after this long.
             Watch streams are requests in flight: they are not idle, whatever their length.
         request_timeout_seconds: The whole request (headers and body) must arrive within this.
+        unary_idle_timeout_seconds: A call that is not a server stream is cut when nothing has
+            moved on it for this long (a malformed gRPC frame would otherwise keep a call open on
+            the edge and in a service until the one-hour stream idle limit). Server streams (the
+            watches) keep that hour: they send keep-alives.
         max_connections: Downstream connections Envoy holds at once; more are refused.
         max_heap_bytes: Envoy's heap bound for the overload manager: near it, idle connections are
             closed sooner and keep-alive is turned off; at 95 % new requests get 503 and new
@@ -77,6 +82,7 @@ class EdgeLimits:
     request_headers_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 60.0
     request_timeout_seconds: float = 30.0
+    unary_idle_timeout_seconds: float = 60.0
     max_connections: int = 5000
     max_heap_bytes: int = 256 * MIB
     rate_limit_per_second: int = 50
@@ -92,6 +98,7 @@ class EdgeLimits:
             "request_headers_timeout_seconds",
             "idle_timeout_seconds",
             "request_timeout_seconds",
+            "unary_idle_timeout_seconds",
             "max_connections",
             "max_heap_bytes",
             "rate_limit_per_second",
@@ -122,8 +129,35 @@ def _buffer_limit(max_bytes: int) -> dict[str, Any]:
 
 
 def grpc_route_limits(service: str) -> dict[str, Any]:
-    """`typed_per_filter_config` of the gRPC route of `service`: its body limit."""
+    """`typed_per_filter_config` of the gRPC routes of `service`: its body limit."""
     return _buffer_limit(GRPC_BODY_LIMITS.get(service, DEFAULT_BODY_LIMIT))
+
+
+def grpc_routes(
+    service: str, route: dict[str, Any], server_streams: Sequence[str], limits: EdgeLimits
+) -> list[dict[str, Any]]:
+    """The routes of one gRPC service: each server-streaming method on its own, then the rest.
+
+    `route` is the service's route action. The streams keep the connection manager's long idle
+    limit; every other call is cut once idle for `limits.unary_idle_timeout_seconds`.
+    """
+    per_filter = grpc_route_limits(service)
+    streams = [
+        {
+            "name": f"{service}/{method}",
+            "match": {"path": f"/{service}/{method}"},
+            "route": route,
+            "typed_per_filter_config": per_filter,
+        }
+        for method in server_streams
+    ]
+    unary = {
+        "name": service,
+        "match": {"prefix": f"/{service}/"},
+        "route": route | {"idle_timeout": _duration(limits.unary_idle_timeout_seconds)},
+        "typed_per_filter_config": per_filter,
+    }
+    return [*streams, unary]
 
 
 def rest_routes(match: dict[str, Any], route: dict[str, Any]) -> list[dict[str, Any]]:

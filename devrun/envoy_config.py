@@ -12,6 +12,7 @@ internal method.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import json
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from google.protobuf import descriptor_pb2
 
 from devrun import edge_limits
 from devrun.edge_limits import EdgeLimits
@@ -463,20 +466,15 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
     if config.chat_address is not None:
         upstreams.append((CONVERSATION_SERVICE, "chat_svc"))
     for service, cluster in upstreams:
-        routes.append(
-            {
-                "name": service,
-                "match": {"prefix": f"/{service}/"},
-                "route": {
-                    "cluster": cluster,
-                    # No route deadline: unary calls carry their own grpc-timeout, streams last a call.
-                    "timeout": "0s",
-                    "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-                    "retry_policy": _SAFE_RETRY_POLICY,
-                },
-                "typed_per_filter_config": edge_limits.grpc_route_limits(service),
-            }
-        )
+        action = {
+            "cluster": cluster,
+            # No route deadline: unary calls carry their own grpc-timeout, streams last a call.
+            "timeout": "0s",
+            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+            "retry_policy": _SAFE_RETRY_POLICY,
+        }
+        streams = [m for m in server_streams(service) if f"/{service}/{m}" not in INTERNAL_METHODS]
+        routes += edge_limits.grpc_routes(service, action, streams, config.limits)
     # REST paths (anything not gRPC or gRPC-web). The CORS filter runs before the transcoder, so it
     # looks up the route of the original path (`/api/livekit/token`), and only a route with a
     # route action (not a direct response) gives it the virtual host's CORS policy — for preflights
@@ -535,6 +533,26 @@ def _route_config(config: EdgeConfig) -> dict[str, Any]:
             }
         ],
     }
+
+
+@functools.cache
+def server_streams(service: str) -> tuple[str, ...]:
+    """The server-streaming methods of `service`, read from the repository's descriptor set.
+
+    Always this file's (`DEFAULT_DESCRIPTOR`), whatever path the rendered config names: a config
+    rendered for an image (`--kubernetes`) names the image's copy of the same file.
+    """
+    files = descriptor_pb2.FileDescriptorSet.FromString(DEFAULT_DESCRIPTOR.read_bytes())
+    package, _, name = service.rpartition(".")
+    return tuple(
+        method.name
+        for file in files.file
+        if file.package == package
+        for declared in file.service
+        if declared.name == name
+        for method in declared.method
+        if method.server_streaming
+    )
 
 
 def _origin_matchers(origins: Sequence[str]) -> list[dict[str, Any]]:

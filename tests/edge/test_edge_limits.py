@@ -80,7 +80,7 @@ def test_every_forwarding_route_has_a_body_limit_sized_for_its_fields() -> None:
     names = [r["name"] for r in routes]
     # Longer prefixes before the catch-all, or they would never match.
     assert names.index("rest:/api/livekit/webhook") < names.index("rest-before-transcoding")
-    assert {prefix for prefix, _ in REST_BODY_LIMITS} <= {r["match"]["prefix"] for r in routes}
+    assert {prefix for prefix, _ in REST_BODY_LIMITS} <= {r["match"].get("prefix") for r in routes}
 
 
 @pytest.mark.unit
@@ -252,7 +252,12 @@ async def test_silent_and_trickling_connections_are_closed_after_the_header_time
 async def test_a_watch_stream_outlives_the_idle_request_and_header_timeouts(
     mesh: Mesh, tmp_path: Path
 ) -> None:
-    limits = EdgeLimits(request_headers_timeout_seconds=1, idle_timeout_seconds=1, request_timeout_seconds=1)
+    limits = EdgeLimits(
+        request_headers_timeout_seconds=1,
+        idle_timeout_seconds=1,
+        request_timeout_seconds=1,
+        unary_idle_timeout_seconds=1,
+    )
     with own_edge(mesh, tmp_path, limits) as envoy:
         async with httpx.AsyncClient(base_url=envoy.url, timeout=30) as client:
             created = await client.post(
@@ -344,3 +349,35 @@ async def test_idle_connections_are_closed_sooner_as_the_connection_limit_nears(
                     pass
                 writer.close()
         assert asyncio.get_running_loop().time() - started < 15
+
+
+@pytest.mark.unit
+def test_server_streams_have_routes_of_their_own_and_other_calls_an_idle_limit() -> None:
+    routes = {r["name"]: r for r in _routes(EdgeConfig()) if "route" in r}
+    conversations = "syntera.conversation.v1.ConversationService"
+    for method in ("WatchConversation", "WatchConversations"):
+        stream = routes[f"{conversations}/{method}"]
+        assert stream["match"] == {"path": f"/{conversations}/{method}"}
+        assert "idle_timeout" not in stream["route"]
+    assert routes[conversations]["route"]["idle_timeout"] == "60s"
+    assert routes["syntera.livekit.v1.LiveKitService"]["route"]["idle_timeout"] == "60s"
+    # Internal methods are blocked, not routed, streams or not.
+    assert "syntera.agent.v1.AgentService/GenerateReply" not in routes
+
+
+@pytest.mark.mesh
+async def test_a_call_whose_message_never_completes_is_cut_when_idle(mesh: Mesh, tmp_path: Path) -> None:
+    limits = EdgeLimits(unary_idle_timeout_seconds=1)
+    with own_edge(mesh, tmp_path, limits) as envoy:
+        # A gRPC frame that announces 1,000 bytes and brings 10: the service waits for the rest.
+        truncated = b"\x00" + struct.pack(">I", 1000) + b"\x0a\x02c1" + b"\x00" * 6
+        async with httpx.AsyncClient(base_url=envoy.url, timeout=30) as client:
+            started = asyncio.get_running_loop().time()
+            reply = await client.post(
+                "/syntera.conversation.v1.ConversationService/GetConversation",
+                content=truncated,
+                headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", **_auth()},
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+        assert elapsed < 10, elapsed
+        assert reply.headers.get("grpc-status") not in (None, "0"), reply.headers
