@@ -38,6 +38,8 @@ DEFAULT_PORT = 7880
 # Two UDP ports: the server opens one mux per CPU up to the range's size; two serve a laptop's calls.
 DEFAULT_UDP_PORTS = 2
 START_TIMEOUT_SECONDS = 30.0
+# Where the edge takes LiveKit's webhooks (CallService.ReceiveWebhook through Envoy).
+WEBHOOK_PATH = "/api/livekit/webhook"
 REPEAT_TERM_AFTER_SECONDS = 0.5
 
 
@@ -95,6 +97,11 @@ class LiveKitServerConfig:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def webhook_endpoint(edge_url: str) -> str:
+    """The webhook URL under the edge's base URL (`http://127.0.0.1:8080`)."""
+    return f"{edge_url.rstrip('/')}{WEBHOOK_PATH}"
 
 
 def render_config(config: LiveKitServerConfig) -> dict[str, Any]:

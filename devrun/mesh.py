@@ -24,7 +24,13 @@ from typing import Literal, Protocol
 from devrun.edge_limits import EdgeLimits
 from devrun.envoy_config import EdgeConfig
 from devrun.launch import ROOT, child_env, package_present, spawn_envoy, spawn_grpc_service
-from devrun.livekit_server import LiveKitKeys, LiveKitServerConfig, server_ready, spawn_server
+from devrun.livekit_server import (
+    LiveKitKeys,
+    LiveKitServerConfig,
+    server_ready,
+    spawn_server,
+    webhook_endpoint,
+)
 from devrun.ports import free_port
 from devrun.processes import ManagedProcess
 from devrun.readiness import envoy_ready, grpc_serving
@@ -336,11 +342,6 @@ def start_mesh(
         mesh.close()
         raise
     return mesh
-
-
-def webhook_endpoint(edge_url: str) -> str:
-    """The edge's path for LiveKit webhooks (CallService.ReceiveWebhook), under `edge_url`."""
-    return f"{edge_url.rstrip('/')}/api/livekit/webhook"
 
 
 def free_udp_port() -> int:

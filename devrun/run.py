@@ -32,7 +32,13 @@ from devrun.banner import CallSetup, print_banner
 from devrun.envoy_config import DEFAULT_DESCRIPTOR, EdgeConfig
 from devrun.launch import ROOT, child_env, package_present, spawn_envoy, spawn_grpc_service
 from devrun.livekit_server import START_TIMEOUT_SECONDS as LIVEKIT_START_TIMEOUT_SECONDS
-from devrun.livekit_server import LiveKitKeys, LiveKitServerConfig, server_ready, spawn_server
+from devrun.livekit_server import (
+    LiveKitKeys,
+    LiveKitServerConfig,
+    server_ready,
+    spawn_server,
+    webhook_endpoint,
+)
 from devrun.ports import port_open
 from devrun.processes import ManagedProcess, StartupError
 from devrun.readiness import envoy_ready, grpc_serving, port_free
@@ -167,8 +173,19 @@ def plan_livekit(settings: RunSettings) -> LiveKitPlan:
             )
         return LiveKitPlan(settings.livekit_url, LiveKitKeys(key, secret))
     keys = LiveKitKeys(key, secret) if key else LiveKitKeys.generate()
-    config = LiveKitServerConfig(keys=keys, port=settings.livekit_port)
+    # The server tells the mesh about its rooms through the edge (call records, usage, quota).
+    config = LiveKitServerConfig(
+        keys=keys, port=settings.livekit_port, webhook_urls=(webhook_endpoint(_edge_url(settings)),)
+    )
     return LiveKitPlan(config.ws_url, keys, config, settings.livekit_server_path)
+
+
+def _edge_url(settings: RunSettings) -> str:
+    """Envoy as a process on this machine reaches it (an any-address listener on loopback)."""
+    host = settings.envoy_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared with, not bound to
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.envoy_port}"
 
 
 def plan_ports(

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from devrun.caller import Caller
-from devrun.mesh import webhook_endpoint
+from devrun.livekit_server import webhook_endpoint
 from syntera.conversation.v1 import resources_pb2 as conv_res
 from syntera.livekit.v1 import resources_pb2 as lk_res
 from tests.calls.relay import WebhookRelay

@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from devrun.caller import Caller
-from devrun.mesh import webhook_endpoint
+from devrun.livekit_server import webhook_endpoint
 from syntera.conversation.v1 import resources_pb2 as conv_res
 from tests.calls.relay import WebhookRelay
 from tests.calls.support import get_conversation, wait_for_conversation
