@@ -90,9 +90,16 @@ class AgentKeeper:
             for conversation_id in list(self._needs):
                 try:
                     await self._check(conversation_id)
+                except RoomNotFoundError:
+                    self._needs.pop(conversation_id, None)  # the room finished meanwhile
                 except DomainError as exc:
                     log.warning(
                         "agent check failed; retrying", conversation_id=conversation_id, reason=exc.reason
+                    )
+                except Exception as exc:  # noqa: BLE001 - one call's failure must not stop the keeper
+                    # No traceback: its locals may hold tokens; the type says where to look.
+                    log.error(
+                        "agent check crashed", conversation_id=conversation_id, error_type=type(exc).__name__
                     )
             self._wake.clear()
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]

@@ -127,6 +127,8 @@ class CallLedger:
                 await self.sync_pending()
             except DomainError as exc:
                 log.warning("call sync failed; retrying", reason=exc.reason)
+            except Exception as exc:  # noqa: BLE001 - the next round may succeed; the loop must live
+                log.error("call sync crashed; retrying", error_type=type(exc).__name__)
             try:
                 await asyncio.wait_for(stop.wait(), SYNC_INTERVAL_SECONDS)
             except TimeoutError:

@@ -87,6 +87,9 @@ class Reconciler:
                 await self.reconcile_once()
             except DomainError as exc:
                 log.warning("reconciliation failed; trying again later", reason=exc.reason)
+            except Exception as exc:  # noqa: BLE001 - the next round may succeed; the loop must live
+                # No traceback: its locals may hold tokens; the type says where to look.
+                log.error("reconciliation crashed; trying again later", error_type=type(exc).__name__)
             try:
                 await asyncio.wait_for(stop.wait(), interval_seconds)
             except TimeoutError:
