@@ -47,6 +47,7 @@ from google.protobuf import timestamp_pb2
 from bench.stats import percentile
 from devrun.caller import AUDIBLE_DBFS, Caller, CallerError, dbfs
 from devrun.mesh import VOICE_WORKER, Mesh, start_mesh
+from devrun.ports import free_port
 from devrun.sample_audio import speak
 from devrun.store import EmbeddedStore
 from servicekit import auth
@@ -81,7 +82,6 @@ IDLE_SECONDS = 10.0
 # A call's job ends some seconds after its caller hung up (the session closes, turns are flushed),
 # and the worker takes at most 5 at once: each stretch starts once every earlier job has ended.
 JOB_END_WITHIN_SECONDS = 90.0
-CALL_FINISHED_MARK = '"call finished"'
 ANSWER_WITHIN_SECONDS = 20.0
 # The agent's answer is over when nothing audible arrived for this long (then the caller speaks).
 QUIET_SECONDS = 1.0
@@ -297,20 +297,36 @@ class CallResult:
     stored_agent: int = 0
 
 
-async def worker_idle(mesh: Mesh, calls_so_far: int) -> None:
-    """Waits until the worker logged `call finished` for every call started so far."""
-    log = mesh.log_dir / f"{VOICE_WORKER}.log"
-    deadline = time.monotonic() + JOB_END_WITHIN_SECONDS
-    finished = 0
-    while time.monotonic() < deadline:
-        finished = log.read_text(errors="replace").count(CALL_FINISHED_MARK)
-        if finished >= calls_so_far:
-            return
-        await asyncio.sleep(0.5)
-    print(
-        f"  (only {finished} of {calls_so_far} calls had finished in the worker after "
-        f"{JOB_END_WITHIN_SECONDS:.0f} s)"
-    )
+@dataclass(frozen=True)
+class Worker:
+    """The voice worker as this bench started it: its settings and its HTTP port."""
+
+    env: dict[str, str]
+    http_port: int
+
+    def setting(self, name: str) -> str:
+        """The setting `name` as the worker runs with it: its environment, else the default."""
+        info = VoiceWorkerSettings.model_fields[name]
+        alias = info.validation_alias
+        value = self.env.get(alias) if isinstance(alias, str) else None
+        return str(value if value is not None else info.default)
+
+    async def active_jobs(self) -> int:
+        """Calls the worker is running now (LiveKit Agents' `GET /worker`)."""
+        async with httpx.AsyncClient(timeout=5) as http:
+            info = (await http.get(f"http://127.0.0.1:{self.http_port}/worker")).json()
+        return int(info.get("active_jobs", 0))  # proto JSON leaves out zero
+
+    async def idle(self) -> None:
+        """Waits until the worker runs no call (a job ends some seconds after its caller left)."""
+        deadline = time.monotonic() + JOB_END_WITHIN_SECONDS
+        jobs = -1
+        while time.monotonic() < deadline:
+            jobs = await self.active_jobs()
+            if jobs == 0:
+                return
+            await asyncio.sleep(0.5)
+        print(f"  (the worker still ran {jobs} call(s) after {JOB_END_WITHIN_SECONDS:.0f} s)")
 
 
 def wall_offset() -> float:
@@ -680,18 +696,8 @@ def hops(mesh: Mesh) -> str:
     )
 
 
-def worker_setting(mesh: Mesh, name: str) -> str:
-    """The worker's setting `name` as the mesh starts it: its environment, else the default."""
-    field = VoiceWorkerSettings.model_fields[name]
-    alias = field.validation_alias
-    value = mesh.worker_env.get(alias) if isinstance(alias, str) else None
-    return str(value if value is not None else field.default)
-
-
-def worker_settings_line(mesh: Mesh) -> str:
-    def s(name: str) -> str:
-        return worker_setting(mesh, name)
-
+def worker_settings_line(worker: Worker) -> str:
+    s = worker.setting
     return (
         f"worker: offline providers (silero VAD, faster-whisper tiny.en x{s('whisper_threads')} threads, "
         f"scripted responder, espeak-ng); max {s('max_calls')} calls; log level {LOG_LEVEL}; the "
@@ -706,29 +712,27 @@ async def bench(
     store = EmbeddedStore(workdir / "store", workdir / "store.log")
     store.start()
     try:
-        mesh = start_mesh(
-            store,
-            workdir / "mesh",
-            jwt_secret=BENCH_JWT_SECRET,
-            with_worker=True,
-            log_level=LOG_LEVEL,
-            extra_env=worker_env,
-        )
+        mesh = start_mesh(store, workdir / "mesh", jwt_secret=BENCH_JWT_SECRET, log_level=LOG_LEVEL)
         try:
-            return await _measure(mesh, turns, call_counts, verbose)
+            # Started here rather than by start_mesh: with a known HTTP port (its /worker page says
+            # how many calls it runs) and the settings under test.
+            port = free_port()
+            worker = Worker(mesh.worker_env | worker_env | {"VOICE_WORKER_HTTP_PORT": str(port)}, port)
+            mesh.start(VOICE_WORKER, extra_env=worker.env)
+            return await _measure(mesh, worker, turns, call_counts, verbose)
         finally:
             mesh.close()
     finally:
         store.stop()
 
 
-async def _measure(mesh: Mesh, turns: int, call_counts: Sequence[int], verbose: bool) -> int:
+async def _measure(mesh: Mesh, worker: Worker, turns: int, call_counts: Sequence[int], verbose: bool) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {load} (1, 5, 15 min; anything else running shares the 2 cores)"
     )
-    print(worker_settings_line(mesh))
+    print(worker_settings_line(worker))
     print(hops(mesh))
     windows: list[Window] = []
     with Sampler(mesh.process(VOICE_WORKER).pid) as sampler:
@@ -751,10 +755,8 @@ async def _measure(mesh: Mesh, turns: int, call_counts: Sequence[int], verbose: 
             f"models loaded: {sampler.now().rss / MIB:.0f} MiB{'; FAILED: ' + failed[0] if failed else ''}"
         )
         figures: dict[int, dict[str, float]] = {}
-        started = 1
         for calls in call_counts:
-            await worker_idle(mesh, started)
-            started += calls
+            await worker.idle()
             per_call = math.ceil(turns / calls)
             before = time.process_time()
             with window(sampler, windows):
