@@ -16,17 +16,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 from livekit import api as lk_api
+from livekit import rtc
+from livekit.agents.utils.codecs import AudioStreamDecoder
 from livekit.protocol import models as lk_models
 
 from agent_svc.ids import room_name
 from syntera.conversation.v1 import conversation_service_pb2 as cs
 from syntera.conversation.v1 import conversation_service_pb2_grpc as cs_grpc
 from syntera.conversation.v1 import resources_pb2 as res
-from tests.support.identity import bearer
+from syntera.livekit.v1 import livekit_service_pb2 as lk_pb
+from syntera.livekit.v1 import livekit_service_pb2_grpc as lk_grpc
+from syntera.livekit.v1 import resources_pb2 as lk_res
+from tests.support.identity import bearer, service_token
 from tests.support.mesh import Mesh
 from tests.voice.real_call import participants
 from tests.web.browser import Browser
+from voice_worker.providers.whisper_stt import to_whisper_input
 
 # Installed with Browser.init_script before the page loads. Times are the page's Date.now() (ms).
 PROBE = """
@@ -100,8 +107,13 @@ async def mic_opened_ms(browser: Browser, *, within_ms: int = 10_000) -> list[in
 
 
 async def badge_states(browser: Browser) -> list[tuple[int, str]]:
+    """Each state the connection badge took, with when it took it (repeats of a state dropped)."""
     rows: list[list[Any]] = await browser.evaluate("() => window.__probe.states")
-    return [(int(at), str(state)) for at, state in rows]
+    states: list[tuple[int, str]] = []
+    for at, state in rows:
+        if not states or states[-1][1] != state:
+            states.append((int(at), str(state)))
+    return states
 
 
 async def levels(browser: Browser) -> list[Level]:
@@ -230,3 +242,70 @@ async def wait_console(browser: Browser, text: str, *, within: float = 15.0) -> 
             return lines
         await asyncio.sleep(0.2)
     raise AssertionError(f"no console line with {text!r} within {within:.0f} s: {await browser.console()}")
+
+
+# The byte-stream topic livekit-client sends its pre-connect recording on (LiveKit Agents reads it).
+PRE_CONNECT_TOPIC = "lk.agent.pre-connect-audio-buffer"
+
+
+class PreConnectListener:
+    """A participant the page takes for the agent (its token is an agent token), which keeps the
+    pre-connect recording the page sends it, and nothing else: what LiveKit Agents' own handler
+    would receive, without a voice pipeline deciding what to do with it."""
+
+    def __init__(self) -> None:
+        self.room = rtc.Room()
+        self.mime_type = ""
+        self.attributes: dict[str, str] = {}
+        self._chunks: list[bytes] = []
+        self._received = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def join(self, url: str, token: str) -> None:
+        self.room.register_byte_stream_handler(PRE_CONNECT_TOPIC, self._on_stream)
+        await self.room.connect(url, token, rtc.RoomOptions(auto_subscribe=True))
+
+    def _on_stream(self, reader: rtc.ByteStreamReader, _identity: str) -> None:
+        task = asyncio.create_task(self._read(reader))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, reader: rtc.ByteStreamReader) -> None:
+        self.mime_type = reader.info.mime_type
+        self.attributes = dict(reader.info.attributes or {})
+        async for chunk in reader:
+            self._chunks.append(chunk)
+        self._received.set()
+
+    async def audio(self, *, within: float = 15.0) -> np.ndarray:
+        """The recording, decoded: mono float32 samples at 16 kHz."""
+        await asyncio.wait_for(self._received.wait(), within)
+        decoder = AudioStreamDecoder(
+            sample_rate=int(self.attributes.get("sampleRate", "48000")),
+            num_channels=int(self.attributes.get("channels", "1")),
+            format=self.mime_type,
+        )
+        for chunk in self._chunks:
+            decoder.push(chunk)
+        decoder.end_input()
+        frames = [frame async for frame in decoder]
+        await decoder.aclose()
+        return to_whisper_input(frames)
+
+    async def leave(self) -> None:
+        await self.room.disconnect()
+
+
+async def agent_token(mesh: Mesh, conversation_id: str) -> tuple[str, str]:
+    """(url, token) for joining the conversation's room as the agent, as the voice worker's jobs do."""
+    async with grpc.aio.insecure_channel(mesh.agent_addr) as channel:
+        reply = await lk_grpc.LiveKitServiceStub(channel).GenerateToken(
+            lk_pb.GenerateTokenRequest(
+                conversation_id=conversation_id,
+                agent_id="default",
+                participant_kind=lk_res.PARTICIPANT_KIND_AGENT,
+            ),
+            metadata=bearer(service_token("voice-worker")),
+            timeout=10,
+        )
+    return reply.url, reply.token

@@ -35,6 +35,11 @@ SCREENSHOT_DIR = ROOT / "screenshots" / "web"
 # Short enough that a call test outlives its first token (the page must fetch fresh ones), long enough
 # that the page is not doing little else.
 CALL_TOKEN_TTL_SECONDS = 20
+# What a call mesh's services run with on top of the defaults.
+CALL_ENV = {
+    "LIVEKIT_TOKEN_TTL_SECONDS": str(CALL_TOKEN_TTL_SECONDS),
+    "LIVEKIT_TOKEN_TTL_MIN_SECONDS": "5",
+}
 
 
 @dataclass(frozen=True)
@@ -114,16 +119,13 @@ def call_mesh(
     """A web mesh with the voice worker (offline providers): calls have an agent that talks.
 
     Kept apart from `web_mesh`, where an agent joining every voice conversation would add its turns
-    to transcripts those tests count exactly. Tests may restart its LiveKit server (and must leave
-    it running).
+    to transcripts those tests count exactly. Tests that stop its processes build their own with
+    `_running_web_mesh(..., with_worker=True, extra_env=CALL_ENV)` instead.
     """
-    env = {
-        "LIVEKIT_TOKEN_TTL_SECONDS": str(CALL_TOKEN_TTL_SECONDS),
-        "LIVEKIT_TOKEN_TTL_MIN_SECONDS": "5",
-    }
-    workdir = tmp_path_factory.mktemp("call-mesh")
-    with _running_web_mesh(store, workdir, with_worker=True, extra_env=env) as running:
-        yield running
+    with _running_web_mesh(
+        store, tmp_path_factory.mktemp("call-mesh"), with_worker=True, extra_env=CALL_ENV
+    ) as mesh:
+        yield mesh
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import {
   ConnectionError,
   ConnectionErrorReason,
   ConnectionQuality,
+  ConnectionState,
   DefaultReconnectPolicy,
   DisconnectReason,
   type LocalTrackPublication,
@@ -103,6 +104,8 @@ const RECONNECT_DELAYS_MS = [0, 300, 1_200, 2_700, 4_800, 7_000];
 /** The page's own rejoin attempts, after which it offers a "Reconnect" button. */
 const REJOIN_BACKOFF = { initialMs: 2_000, maxMs: 15_000, maxAttempts: 3 };
 const LEVEL_REFRESH_MS = 150;
+/** A token refresh that failed on an outage is tried again this much later. */
+const TOKEN_RETRY_MS = 5_000;
 /** Browser errors that mean the device cannot be had: no point retrying without the user acting. */
 const DEVICE_ERRORS = new Set(["NotAllowedError", "NotFoundError", "NotReadableError", "OverconstrainedError", "SecurityError"]);
 
@@ -119,8 +122,11 @@ export class Call {
   private stopped = false;
   private joining = false;
   private retryTimer: number | undefined;
+  private refreshTimer: number | undefined;
   private levelTimer: number | undefined;
   private state: CallState = "disconnected";
+  /** The call was up once: later joins restore it ("reconnecting") rather than start it. */
+  private wasConnected = false;
   /** The caller's choice: muted or not. Kept across rejoins. */
   private microphoneWanted = true;
   private microphoneStarting: Promise<void> | undefined;
@@ -155,7 +161,7 @@ export class Call {
       return;
     }
     this.joining = true;
-    this.setState("connecting");
+    this.setState(this.wasConnected ? "reconnecting" : "connecting");
     // The microphone starts before the join, with LiveKit's pre-connect buffer (see the room's
     // options): what the caller says while the token is fetched, the room joined and the agent
     // dispatched is recorded and handed to the agent when it arrives, instead of being lost.
@@ -195,6 +201,7 @@ export class Call {
       return;
     }
     this.rejoin.reset();
+    this.wasConnected = true;
     this.view.setNotice(undefined);
     this.setState("connected");
     this.renderAll();
@@ -205,6 +212,7 @@ export class Call {
   async hangUp(): Promise<void> {
     this.stopped = true;
     this.clearRetry();
+    window.clearTimeout(this.refreshTimer);
     this.view.setRetryOffered(false);
     this.view.setAudioBlocked(false);
     window.clearInterval(this.levelTimer);
@@ -287,6 +295,37 @@ export class Call {
     const expires = credentials?.expireTime?.getTime();
     this.credentialsLifetime = expires === undefined ? Number.POSITIVE_INFINITY : Math.max(0, expires - Date.now());
     this.view.setTokenExpiry(credentials?.expireTime);
+    this.scheduleRefresh();
+  }
+
+  /**
+   * Replaces the token shortly before it expires, for as long as the call lasts. LiveKit keeps a
+   * joined call going on tokens of its own, but when the connection is lost for good the page rejoins
+   * with this one: fetched ahead, that rejoin never starts with a dead token (and a refused join).
+   */
+  private scheduleRefresh(): void {
+    window.clearTimeout(this.refreshTimer);
+    const expires = this.credentials?.expireTime?.getTime();
+    if (expires === undefined || this.stopped) {
+      return;
+    }
+    const margin = Math.min(EXPIRY_MARGIN_MS, this.credentialsLifetime / 4);
+    this.refreshTimer = window.setTimeout(() => void this.refreshAhead(), Math.max(0, expires - margin - Date.now()));
+  }
+
+  private async refreshAhead(): Promise<void> {
+    if (this.stopped) {
+      return;
+    }
+    try {
+      this.setCredentials(await this.refresh());
+    } catch (error) {
+      // An outage of the API: try again soon. A refusal (the call ended, access withdrawn) is said
+      // by the next join, if there is one.
+      if (isRetryable(error) && !this.stopped) {
+        this.refreshTimer = window.setTimeout(() => void this.refreshAhead(), TOKEN_RETRY_MS);
+      }
+    }
   }
 
   private listen(): void {
@@ -338,42 +377,50 @@ export class Call {
     if (this.stopped || this.joining) {
       return;
     }
-    this.setState("disconnected");
     this.view.setAudioBlocked(false);
-    this.renderAll();
     const final = finalDisconnect(reason);
     if (final) {
-      this.view.setNotice(final);
-      this.view.setRetryOffered(true);
+      this.giveUp(final);
       return;
     }
-    // LiveKit gave up resuming with the token it held; a new join gets a fresh token if that one expired.
-    this.view.setNotice("The call dropped. Rejoining…");
-    this.scheduleRetry();
+    // LiveKit gave up resuming (or the server closed the connection as it shut down): a new join,
+    // with a fresh token if the old one has expired.
+    this.retryLater("The connection to the call server was lost. Rejoining…");
   }
 
   private failed(message: string, retryable: boolean): void {
-    this.setState("disconnected");
-    this.view.setNotice(message);
-    this.renderAll();
     if (retryable) {
-      this.scheduleRetry();
+      this.retryLater(message);
     } else {
-      this.view.setRetryOffered(true);
+      this.giveUp(message);
     }
   }
 
-  private scheduleRetry(): void {
+  /** Joins again after a backoff; when the attempts are used up, gives up saying `message`. */
+  private retryLater(message: string): void {
     if (this.stopped) {
       return;
     }
     this.clearRetry();
     const delay = this.rejoin.next();
     if (delay === undefined) {
-      this.view.setRetryOffered(true);
+      this.giveUp(`${message} Press Reconnect to try again.`);
       return;
     }
+    // A call that was up is being restored: "reconnecting" until it is, or until the page stops trying.
+    this.setState(this.wasConnected ? "reconnecting" : "disconnected");
+    this.view.setNotice(message);
+    this.renderAll();
     this.retryTimer = window.setTimeout(() => void this.connect(), delay);
+  }
+
+  /** Stops trying by itself: says why and offers the Reconnect button. */
+  private giveUp(message: string): void {
+    this.clearRetry();
+    this.setState("disconnected");
+    this.view.setNotice(message);
+    this.renderAll();
+    this.view.setRetryOffered(true);
   }
 
   private clearRetry(): void {
@@ -454,7 +501,10 @@ export class Call {
 
   private renderParticipants(): void {
     const room = this.room;
-    if (this.state === "disconnected" || this.state === "connecting" || this.stopped) {
+    // Listed while in the room, including while LiveKit resumes a dropped connection; not while the
+    // page is between joins.
+    const inRoom = room.state === ConnectionState.Connected || room.state === ConnectionState.Reconnecting || room.state === ConnectionState.SignalReconnecting;
+    if (!inRoom || this.stopped) {
       this.view.setParticipants([]);
       return;
     }
