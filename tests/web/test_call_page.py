@@ -10,6 +10,7 @@ must say so and keep working. (What happens inside a joined call is for the in-c
 from __future__ import annotations
 
 import time
+import uuid
 
 import grpc
 import httpx
@@ -18,9 +19,9 @@ import pytest
 from syntera.conversation.v1 import conversation_service_pb2 as cs
 from syntera.conversation.v1 import conversation_service_pb2_grpc as cs_grpc
 from syntera.conversation.v1 import resources_pb2 as res
-from tests.support.identity import bearer, service_token
+from tests.support.identity import bearer, service_token, user_token
 from tests.web.browser import Browser
-from tests.web.conftest import WebMesh
+from tests.web.conftest import Screens, WebMesh
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
 
@@ -282,3 +283,38 @@ async def test_a_conversation_started_elsewhere_appears_in_the_list(
     item = f"#conversation-list li[data-conversation-id='{created.conversation.conversation_id}']"
     await browser.wait(item)
     assert "from another tab" in await browser.text(item)
+
+
+async def test_links_to_missing_or_foreign_conversations_say_why_they_cannot_open(
+    browser: Browser, web_mesh: WebMesh, chat_channel: grpc.aio.Channel, token: str, screens: Screens
+) -> None:
+    # A conversation that does not exist (deleted, or a mistyped link).
+    missing = uuid.uuid4().hex
+    await browser.goto(f"{web_mesh.page_url}/?token={token}&conversation={missing}")
+    await browser.wait("#error-banner")
+    assert await browser.text("#error-banner") == (
+        f"Conversation {missing} was not found: it does not exist, or no longer does."
+    )
+    assert await browser.evaluate("() => document.querySelector('#conversation').hidden") is True
+    # The link is dropped from the address, so a reload does not fail again.
+    assert "conversation=" not in await browser.evaluate("() => location.href")
+    await screens.take(browser, "not-found")
+
+    # Someone else's conversation: refused, and said so.
+    other = await stub(chat_channel).CreateConversation(
+        cs.CreateConversationRequest(agent_id="default", channel=res.CHANNEL_VOICE, title="not yours"),
+        metadata=bearer(user_token(f"web-other-{uuid.uuid4().hex[:8]}")),
+        timeout=DEADLINE,
+    )
+    foreign = other.conversation.conversation_id
+    await browser.goto(f"{web_mesh.page_url}/?conversation={foreign}")
+    await browser.wait_for(
+        "(id) => document.querySelector('#error-banner').textContent.includes(id)", foreign
+    )
+    assert await browser.text("#error-banner") == (
+        f"You may not open conversation {foreign}: it belongs to another user."
+    )
+    assert await browser.evaluate("() => document.querySelector('#conversation').hidden") is True
+    await screens.take(browser, "not-yours")
+    # The rest of the page works: the user's own (empty) list is there.
+    assert await browser.attribute("body", "data-conversations-loaded") == "0"
