@@ -54,6 +54,8 @@ async def test_agent_svc_process_serves_and_stops_cleanly_on_sigterm(
             LIVEKIT_API_SECRET=LIVEKIT_SECRET,
             CHAT_SVC_ADDRESS="127.0.0.1:1",
             LOG_FORMAT="json",
+            # The session's LiveKit server holds other tests' rooms, which reconciliation counts.
+            QUOTA_MAX_CONCURRENT_AGENT_SESSIONS="0",
         ),
         cwd=tmp_path,  # no stray .env is picked up
     ).start()
