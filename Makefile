@@ -32,6 +32,7 @@ check-generated: generate
 lint: bootstrap buf-check typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	cd web && npm run --silent lint
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy

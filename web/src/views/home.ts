@@ -25,7 +25,7 @@ export class HomeView {
   constructor(private readonly handlers: HomeHandlers) {
     this.createForm.addEventListener("submit", (event) => {
       event.preventDefault();
-      const submitter = (event as SubmitEvent).submitter as HTMLButtonElement | null;
+      const submitter = event.submitter as HTMLButtonElement | null;
       handlers.onCreate(parseChannel(submitter?.dataset.channel), this.agentSelect.value, this.titleInput.value.trim());
     });
     this.refreshButton.addEventListener("click", () => handlers.onRefresh());
