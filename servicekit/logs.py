@@ -20,6 +20,11 @@ from servicekit import context, tracing
 
 LogFormat = Literal["json", "console"]
 _HANDLER_NAME = "syntera-structlog"
+# Tracebacks as JSON, without each frame's local variables: they can hold bearer tokens, webhook
+# signatures and transcript text.
+_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -> None:
@@ -43,7 +48,7 @@ def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     structlog.configure(
-        processors=[*shared, structlog.processors.dict_tracebacks, renderer],
+        processors=[*shared, _TRACEBACKS, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
