@@ -90,6 +90,9 @@ class _EarlyStream(stt.RecognizeStream):
         # The current turn: one transcription per stretch of speech, in the order spoken.
         self._turn: list[asyncio.Task[stt.SpeechData | None]] = []
         self._report: asyncio.Task[None] | None = None
+        # Reports of turns that were over when the next speech began, still waiting for Whisper.
+        self._earlier: set[asyncio.Task[None]] = set()
+        self._due = 0.0  # when the silence after the last stretch ends the turn
         self._last_end: float | None = None
 
     async def _transcribe(self, frames: list[rtc.AudioFrame]) -> stt.SpeechData | None:
@@ -140,9 +143,16 @@ class _EarlyStream(stt.RecognizeStream):
 
     def _on_vad_event(self, ev: vad.VADEvent) -> None:
         if ev.type == vad.VADEventType.START_OF_SPEECH:
-            if self._report is not None:
-                self._report.cancel()  # the turn goes on; its texts stay held
-                self._report = None
+            if self._report is not None and not self._report.done():
+                if time.time() - ev.speech_duration < self._due:
+                    self._report.cancel()  # resumed within the turn: its texts stay held for it
+                else:
+                    # The turn was over before this speech began (its transcription is just slow):
+                    # it is reported on its own when done; what follows is the next turn.
+                    self._earlier.add(self._report)
+                    self._report.add_done_callback(self._earlier.discard)
+                    self._turn = []
+            self._report = None
             self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
         elif ev.type == vad.VADEventType.END_OF_SPEECH:
             self._last_end = time.time() - ev.silence_duration - ev.inference_duration
@@ -152,8 +162,8 @@ class _EarlyStream(stt.RecognizeStream):
             )
             if self._report is not None:
                 self._report.cancel()
-            due = self._last_end + self._owner._report_after
-            self._report = asyncio.create_task(self._report_when_over(due), name="early-stt-report")
+            self._due = self._last_end + self._owner._report_after
+            self._report = asyncio.create_task(self._report_when_over(self._due), name="early-stt-report")
 
     async def _run(self) -> None:
         vad_stream = self._owner._vad.stream()
@@ -173,7 +183,9 @@ class _EarlyStream(stt.RecognizeStream):
         tasks = [asyncio.create_task(forward()), asyncio.create_task(listen())]
         try:
             await asyncio.gather(*tasks)
-            # The input ended (the call is closing): what was said is reported now.
+            # The input ended (the call is closing): what was said is reported now, in order.
+            if self._earlier:
+                await asyncio.wait(set(self._earlier))
             if self._report is not None:
                 self._report.cancel()
             if self._turn:
@@ -181,7 +193,7 @@ class _EarlyStream(stt.RecognizeStream):
                 self._send_turn(self._turn)
                 self._turn = []
         finally:
-            pending = [*tasks, *self._turn, *([self._report] if self._report else [])]
+            pending = [*tasks, *self._turn, *self._earlier, *([self._report] if self._report else [])]
             await utils.aio.cancel_and_wait(*pending)
             with contextlib.suppress(Exception):
                 await vad_stream.aclose()
