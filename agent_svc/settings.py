@@ -75,7 +75,7 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
     )
     # 0 turns reconciliation off (a LiveKit server shared with rooms that are not ours to list).
     call_reconcile_seconds: float = Field(
-        default=30.0, ge=0, le=3600, validation_alias="CALL_RECONCILE_SECONDS"
+        default=10.0, ge=0, le=3600, validation_alias="CALL_RECONCILE_SECONDS"
     )
     agent_redispatch: bool = Field(default=True, validation_alias="AGENT_REDISPATCH")
 

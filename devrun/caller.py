@@ -113,6 +113,18 @@ class Caller:
 
     async def join(self, url: str, token: str, *, within: float = 10.0) -> None:
         """Connects, publishes the microphone and starts sending silence."""
+        await self._connect(url, token, within)
+        self._tasks.append(asyncio.create_task(self._send_loop(), name="caller-microphone"))
+
+    async def rejoin(self, url: str, token: str, *, within: float = 10.0) -> None:
+        """Joins again after the server ended the connection, as a page does; the microphone goes on."""
+        self._disconnected.clear()
+        self._agent_joined.clear()
+        self._agent_left.clear()
+        self.room = rtc.Room()
+        await self._connect(url, token, within)
+
+    async def _connect(self, url: str, token: str, within: float) -> None:
         self.room.on("participant_connected", self._on_participant)
         self.room.on("participant_disconnected", self._on_participant_left)
         self.room.on("track_subscribed", self._on_track)
@@ -125,7 +137,6 @@ class Caller:
         track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         self.microphone = await self.room.local_participant.publish_track(track, options)
-        self._tasks.append(asyncio.create_task(self._send_loop(), name="caller-microphone"))
 
     async def say(self, samples: np.ndarray, rate: int) -> float:
         """Speaks `samples` (int16 mono at `rate`) and returns when the last frame was sent."""
@@ -173,6 +184,19 @@ class Caller:
         """Waits until the connection dropped and came back (the SDK reconnects by itself)."""
         await _wait(self._reconnecting, within, "the connection did not drop")
         await _wait(self._reconnected, within, "the caller did not reconnect")
+
+    async def wait_for_drop(self, within: float = 30.0) -> bool:
+        """Waits until the connection dropped; True if the SDK is reconnecting, False if it was ended."""
+        reconnecting = asyncio.ensure_future(self._reconnecting.wait())
+        ended = asyncio.ensure_future(self._disconnected.wait())
+        done, pending = await asyncio.wait(
+            {reconnecting, ended}, timeout=within, return_when="FIRST_COMPLETED"
+        )
+        for waiter in pending:
+            waiter.cancel()
+        if not done:
+            raise CallerError(f"the connection did not drop within {within:.0f} s")
+        return reconnecting in done
 
     async def wait_disconnected(self, within: float = 30.0) -> None:
         await _wait(self._disconnected, within, "the caller was not disconnected")
