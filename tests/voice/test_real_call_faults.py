@@ -6,8 +6,6 @@ restarts processes of it.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from livekit.protocol import models as lk_models
 
@@ -96,37 +94,35 @@ async def test_livekit_crash_mid_call_resumes_the_same_agent_session(mesh_factor
     assert len(final_turns(messages, res.ROLE_AGENT)) == 3
 
 
-async def test_livekit_restart_mid_call_brings_caller_and_agent_back(
+async def test_livekit_graceful_restart_mid_call_keeps_every_turn_and_lets_the_caller_rejoin(
     mesh_factory: MeshFactory,
 ) -> None:
-    # A graceful stop sends no participant_left for the agent that anyone receives: agent_svc finds
-    # the agentless room by reconciling with the server, here every 2 s instead of every 30 s.
-    mesh = mesh_factory(with_worker=True, extra_env={"CALL_RECONCILE_SECONDS": "2"})
+    mesh = mesh_factory(with_worker=True)
     join = await new_call(mesh)
     async with Caller() as caller:
         await caller.join(join.url, join.token)
         await _greeted(caller)
         await _turn(caller, FIRST)
-        # A graceful stop tells every participant to leave: the agent's job ends (its turns are
-        # flushed), the caller rejoins as the page does, and the call gets an agent again (the
-        # rejoin's token dispatch, or agent_svc's re-dispatch when the worker was not back yet).
+        # A graceful stop tells every participant to leave: the agent's job ends and flushes its
+        # turns; the caller's SDK resumes or the caller rejoins, as the page does, on the new server.
         mesh.stop(LIVEKIT)
         mesh.start(LIVEKIT)
-        restarted = time.monotonic()
         if not await caller.wait_for_drop(within=30):
             await caller.rejoin(join.url, join.token, within=30)
-        await wait_for(
-            lambda: _agent_publishing(mesh, join.room_name), "an agent back in the room", within=60
-        )
-        # The agent that came back speaks first ("I'm back" or a greeting); LiveKit Agents ignores
-        # the user during the first seconds of an agent's first speech, so wait for it as a person would.
-        await caller.wait_for_agent_speech(after=restarted, within=30)
-        await caller.wait_until_agent_quiet(quiet_for=1.0)
-        await _turn(caller, SECOND)
-        assert len(await agents_in_room(mesh, join.room_name)) == 1
+        await wait_for(lambda: _caller_in_room(mesh, join.room_name), "the caller back in the room")
 
-    messages = await wait_for_messages(mesh, join.conversation_id, _both_answered, within=60)
-    _assert_both_turns_once(messages)
+    def first_turn_saved(messages: list[res.Message]) -> bool:
+        return len(final_turns(messages, res.ROLE_AGENT)) >= 2 and bool(final_turns(messages, res.ROLE_USER))
+
+    messages = await wait_for_messages(mesh, join.conversation_id, first_turn_saved, within=60)
+    (user,) = final_turns(messages, res.ROLE_USER)
+    assert word_error_rate(FIRST, user.text) <= MAX_WORD_ERROR, user.text
+    assert len({m.segment_id for m in messages}) == len(messages)
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+
+
+async def _caller_in_room(mesh: Mesh, room_name: str) -> bool:
+    return any(p.kind == lk_models.ParticipantInfo.Kind.STANDARD for p in await participants(mesh, room_name))
 
 
 def _both_answered(messages: list[res.Message]) -> bool:
