@@ -65,6 +65,34 @@ def parse_dispatch(metadata: str, room_name: str) -> DispatchInfo:
     )
 
 
+class CallCount:
+    """Calls in progress in this process, counted by the calls themselves.
+
+    LiveKit Agents' own `active_jobs` keeps the process's first job listed after its call ended (seen
+    with the thread executor in 1.8.9: one slot stays taken for good), so the worker would report
+    itself full one call early and LiveKit would answer "no worker is available".
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def started(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self._count = max(0, self._count - 1)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+
+CALLS = CallCount()
+
+
 def build_server(settings: VoiceWorkerSettings) -> AgentServer:
     """The AgentServer with our job entry point registered under `settings.agent_name`.
 
@@ -80,7 +108,7 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
     import_plugins()
 
     def load(server: AgentServer) -> float:
-        return len(server.active_jobs) / max_calls
+        return CALLS.count() / max_calls
 
     server = AgentServer(
         ws_url=settings.livekit_url or None,
@@ -96,7 +124,7 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
         port=settings.http_port,
     )
 
-    metrics.count_calls(lambda: len(server.active_jobs))
+    metrics.count_calls(CALLS.count)
 
     def prewarm(proc: JobProcess) -> None:
         # By now the LiveKit CLI has added its own log handler; our JSON lines are the only ones.
@@ -145,12 +173,15 @@ async def run_job(ctx: JobContext, settings: VoiceWorkerSettings) -> None:
     typed = TypedMessageFollower(settings.chat_svc_address, credentials, dispatch.conversation_id, answer)
 
     async def on_shutdown() -> None:
+        CALLS.ended()
         await typed.aclose()
         await call.finish()
         leftovers.cancel()
         await profiles.aclose()
         await sink.aclose()
 
+    # Counted from here, where its shutdown callback (which uncounts it) is registered.
+    CALLS.started()
     ctx.add_shutdown_callback(on_shutdown)
     await call.session.start(
         call.agent,

@@ -177,10 +177,12 @@ async def test_five_simultaneous_calls_on_one_worker_keep_their_transcripts_apar
             return len(final_turns(messages, res.ROLE_AGENT)) >= 2
 
         messages = await wait_for_messages(call_mesh, conversation_id, answered)
-        (user,) = final_turns(messages, res.ROLE_USER)
+        # Five calls share two cores: a pause can split the sentence into two turns. Whatever the
+        # split, the words stored are the caller's, in order.
+        heard = " ".join(m.text for m in final_turns(messages, res.ROLE_USER))
         # Kept apart: each call's transcript is its own caller's sentence, nearer to it than to any
-        # other call's (five calls share two cores, so recognition is a little worse than alone).
-        own = word_error_rate(sentence, user.text)
-        assert own <= CONCURRENT_MAX_WORD_ERROR, (sentence, user.text)
+        # other call's (recognition is a little worse than alone).
+        own = word_error_rate(sentence, heard)
+        assert own <= CONCURRENT_MAX_WORD_ERROR, (sentence, heard)
         others = [s for s in sentences if s != sentence]
-        assert all(word_error_rate(other, user.text) > own for other in others), (sentence, user.text)
+        assert all(word_error_rate(other, heard) > own for other in others), (sentence, heard)
