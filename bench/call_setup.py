@@ -13,11 +13,11 @@ import time
 import grpc
 
 from bench._chat_mesh import chat_mesh
+from bench.identity import as_user
 from bench.stats import percentile
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as pb
-from tests.chat_svc.calls import as_user
 
 
 async def run(rate: float, seconds: float) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-# Speech and WER come from the voice tests' helpers, so benchmarks and tests measure the same way.
-from tests.voice.audio import conversation_wav, speak, word_errors
+# Speech and WER are the ones the voice tests use, so benchmarks and tests measure the same way.
+from devrun.speech import conversation_wav, speak, word_errors
 from voice_worker.profile import AgentProfile
 from voice_worker.segments import Segment
 from voice_worker.settings import VoiceWorkerSettings

@@ -1,54 +1,5 @@
-"""Speech for voice tests, made on the spot with espeak-ng (deterministic)."""
+"""Speech for voice tests: the same espeak-ng speech and word error rates the benchmarks use."""
 
-from __future__ import annotations
+from devrun.speech import RATE, SENTENCES, conversation_wav, speak, word_error_rate, word_errors
 
-import subprocess
-from collections.abc import Sequence
-
-import numpy as np
-
-from voice_worker.wav import Pcm, parse_wav_bytes
-
-RATE = 22_050
-
-SENTENCES = (
-    "I would like to check the status of my order.",
-    "My internet connection keeps dropping every evening.",
-    "Can you send a technician tomorrow morning?",
-)
-
-
-def speak(text: str, voice: str = "en-us") -> Pcm:
-    out = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
-    return parse_wav_bytes(out).mono()
-
-
-def conversation_wav(sentences: Sequence[str], *, lead: float, gap: float, tail: float = 1.0) -> Pcm:
-    """`lead` seconds of silence, then each sentence followed by `gap` seconds of silence."""
-    parts = [np.zeros(int(RATE * lead), dtype=np.int16)]
-    for index, text in enumerate(sentences):
-        parts.append(speak(text).samples)
-        pause = gap if index < len(sentences) - 1 else tail
-        parts.append(np.zeros(int(RATE * pause), dtype=np.int16))
-    return Pcm(np.concatenate(parts), RATE)
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(word-level Levenshtein distance, reference word count), case and punctuation ignored."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)], len(ref)
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word errors over the reference length."""
-    errors, words = word_errors(reference, hypothesis)
-    return errors / max(1, words)
-
-
-def _words(text: str) -> list[str]:
-    return "".join(ch.lower() if ch.isalnum() or ch == "'" else " " for ch in text).split()
+__all__ = ["RATE", "SENTENCES", "conversation_wav", "speak", "word_error_rate", "word_errors"]
