@@ -29,6 +29,7 @@ import asyncio
 import math
 import os
 import platform
+import re
 import statistics
 import tempfile
 import threading
@@ -272,6 +273,7 @@ class Turn:
     """One thing the caller said and the answer it heard; times are unix seconds."""
 
     call: int
+    text: str  # what the caller said
     pause: float  # mid-sentence pause in what the caller said (0: none)
     spoken_start: float
     spoken_end: float
@@ -382,6 +384,30 @@ async def stored_messages(
     return messages
 
 
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def word_errors(said: str, heard: str) -> tuple[int, int]:
+    """(word-level edit distance, words said): the usual word error rate's parts."""
+    ref, hyp = words(said), words(heard)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1], len(ref)
+
+
+def word_error_rate(turns: Sequence[Turn]) -> float:
+    """Word error of the stored user turns against what was said (all of a cut utterance's turns)."""
+    errors = total = 0
+    for t in turns:
+        e, n = word_errors(t.text, " ".join(m.text for m in t.user))
+        errors, total = errors + e, total + n
+    return errors / total if total else math.nan
+
+
 def finals(messages: Sequence[res.Message], role: res.Role.ValueType) -> list[res.Message]:
     return [m for m in messages if m.role == role and m.final and m.source == res.MESSAGE_SOURCE_TRANSCRIPT]
 
@@ -481,6 +507,7 @@ async def one_call(mesh: Mesh, index: int, says: list[Utterance], start_after: f
             turns.append(
                 Turn(
                     call=index,
+                    text=utterance.text,
                     pause=utterance.pause,
                     spoken_start=start + to_wall,
                     spoken_end=end + to_wall,
@@ -669,7 +696,14 @@ def report(label: str, results: list[CallResult], win: Window, bench_cpu_s: floa
     for pause in sorted({t.pause for t in turns if t.pause}):
         paused = [t for t in turns if t.pause == pause]
         cut = sum(t.talked_over or len(t.user) > 1 or t.replies > 1 for t in paused)
-        print(f"  mid-sentence pause of {pause:.2f} s: the agent cut in on {cut} of {len(paused)} such turns")
+        print(
+            f"  mid-sentence pause of {pause:.2f} s: the agent cut in on {cut} of {len(paused)} such turns; "
+            f"word error of their stored text {word_error_rate(paused):.0%}"
+        )
+    print(
+        f"  word error of the stored user turns (Whisper tiny.en on espeak-ng over Opus): "
+        f"{word_error_rate(turns):.0%} over {len(turns)} turns"
+    )
     parts = breakdown(turns)
     complete = len(parts[0].values)
     print(
