@@ -15,8 +15,9 @@ can be compared):
   the first audible (>= -45 dBFS) agent frame the caller received;
 - where that time goes, from the turn's messages as chat_svc stored them (`Message.start_time`,
   `end_time` and `metrics`) — the parts add up to the caller's latency exactly;
-- the voice worker's CPU seconds and RSS (process and any children) idle, during 1 call and during
-  5 concurrent calls. Calls run as threads of that one process, so that is the whole cost.
+- the voice worker's CPU seconds and RSS (the process and its espeak-ng children) idle, during 1
+  call and during 5 concurrent calls. Calls run as threads of that one process, so that is the
+  whole cost.
 
 The figures depend on the machine and on what else runs on it; nothing asserts on them. Takes about
 eight minutes with the defaults.
@@ -188,16 +189,22 @@ def _descendants(pid: int) -> list[int]:
 
 
 def usage(pid: int) -> Usage:
-    """The process `pid` and its descendants, summed."""
+    """The process `pid` and its descendants (espeak-ng, one per reply), summed.
+
+    A child caught between fork and exec is still the worker's own image and maps all of its
+    memory: its RSS is left out (it would count the worker twice), its CPU time is not.
+    """
     _, cpu_s, rss = _stat(pid)
+    image = os.readlink(f"/proc/{pid}/exe")
     children = _descendants(pid)
     for child in children:
         try:
             _, child_cpu, child_rss = _stat(child)
+            forked_only = os.readlink(f"/proc/{child}/exe") == image
         except (OSError, ValueError):
             continue
         cpu_s += child_cpu
-        rss += child_rss
+        rss += 0 if forked_only else child_rss
     return Usage(time.monotonic(), cpu_s, rss, 1 + len(children))
 
 
