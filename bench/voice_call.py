@@ -30,7 +30,6 @@ import asyncio
 import math
 import os
 import platform
-import re
 import statistics
 import tempfile
 import threading
@@ -51,6 +50,7 @@ from devrun.caller import AUDIBLE_DBFS, Caller, CallerError, dbfs
 from devrun.mesh import VOICE_WORKER, Mesh, start_mesh
 from devrun.ports import free_port
 from devrun.sample_audio import speak
+from devrun.speech import word_errors
 from devrun.store import EmbeddedStore
 from servicekit import auth
 from syntera.conversation.v1 import conversation_service_pb2 as api
@@ -389,21 +389,6 @@ async def stored_messages(
                 break
             await asyncio.sleep(0.3)
     return messages
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_errors(said: str, heard: str) -> tuple[int, int]:
-    """(word-level edit distance, words said): the usual word error rate's parts."""
-    ref, hyp = words(said), words(heard)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1], len(ref)
 
 
 def word_error_rate(turns: Sequence[Turn]) -> float:

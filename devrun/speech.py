@@ -1,10 +1,11 @@
-"""Speech made with espeak-ng (deterministic) and word error rates, for tests and benchmarks alike."""
+"""Speech made with espeak-ng (deterministic) and word error rates (jiwer), for tests and benchmarks alike."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
 
+import jiwer
 import numpy as np
 
 from voice_worker.wav import Pcm, parse_wav_bytes
@@ -34,14 +35,15 @@ def conversation_wav(sentences: Sequence[str], *, lead: float, gap: float, tail:
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(word-level Levenshtein distance, reference word count), case and punctuation ignored."""
+    """(word edits: substitutions + deletions + insertions, reference word count).
+
+    Case and punctuation are ignored: the words are normalised here, so jiwer only aligns them.
+    """
     ref, hyp = _words(reference), _words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)], len(ref)
+    if not ref and not hyp:
+        return 0, 0  # jiwer needs a word on one side at least; nothing said and nothing heard is right
+    aligned = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return aligned.substitutions + aligned.deletions + aligned.insertions, len(ref)
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:

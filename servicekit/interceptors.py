@@ -29,12 +29,12 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REQUEST_ID_HEADER = "x-request-id"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
-# grpc-stubs types handlers as sync; under grpc.aio they are coroutines or async generators.
+# grpc's stubs type handlers as sync; under grpc.aio they are coroutines or async generators.
 Behavior = Callable[..., Any]
 Decoder = Callable[[bytes], Any]
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates callers and turns every failure into a well-formed status."""
 
     def __init__(
@@ -57,9 +57,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(self._public):

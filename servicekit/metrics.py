@@ -75,7 +75,7 @@ def rpc_handled(method: str, rpc_type: str, code: str, seconds: float) -> None:
     RPC_SECONDS.labels(service, name, rpc_type).observe(seconds)
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every RPC by method, type and final status code.
 
     It sits outside `ServiceInterceptor`, so it sees the status that interceptor gave the call
@@ -84,9 +84,9 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler

@@ -66,7 +66,7 @@ def shutdown() -> None:
         _configured.shutdown()
 
 
-def server_interceptors() -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """The tracing interceptor for a server (first in the chain), or none when tracing is off."""
     if not enabled():
         return []

@@ -25,7 +25,7 @@ def as_service() -> tuple[tuple[str, str], ...]:
 
 def _details(error: grpc.aio.AioRpcError) -> list[status_pb2.Status]:
     statuses = []
-    # grpc-stubs types trailing metadata loosely; at run time it is (key, value) pairs.
+    # The stubs type trailing metadata loosely; at run time it is (key, value) pairs.
     pairs: Any = error.trailing_metadata() or ()
     for key, value in pairs:
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
