@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,7 +10,6 @@ from typing import Any
 
 import grpc
 import structlog
-from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -35,9 +33,10 @@ from agent_svc.settings import AgentSettings
 from agent_svc.tokens import TokenMinter, TokenPolicy
 from agent_svc.webhooks import WebhookIntake
 from servicekit import logs, telemetry
+from servicekit.backoff import Backoff
 from servicekit.client import ServiceCredentials, open_channel
 from servicekit.server import RunningServer, serve_until_signal, start_server
-from servicekit.settings import DEV_MODE_WARNING
+from servicekit.settings import DEV_MODE_WARNING, load_settings
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.livekit.v1 import (
     call_service_pb2,
@@ -55,8 +54,10 @@ SERVICE_NAMES = (
 )
 # Every MongoDB operation is bounded by this client-side timeout (pymongo CSOT).
 MONGODB_TIMEOUT_MS = 5000
-# How long start-up waits for MongoDB before giving up.
+# How long start-up waits for MongoDB before giving up, and the (jittered) waits between tries.
 STARTUP_TIMEOUT_SECONDS = 30.0
+STORE_RETRY_MIN_SECONDS = 0.25
+STORE_RETRY_MAX_SECONDS = 2.0
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -247,6 +248,7 @@ def _start_call_work(
 async def _prepare_store(directory: AgentDirectory, calls: CallStore) -> None:
     """Seeds the store, retrying while MongoDB is not reachable yet (health stays NOT_SERVING)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    backoff = Backoff(STORE_RETRY_MIN_SECONDS, STORE_RETRY_MAX_SECONDS)
     while True:
         try:
             await directory.prepare()
@@ -256,19 +258,12 @@ async def _prepare_store(directory: AgentDirectory, calls: CallStore) -> None:
             if time.monotonic() >= deadline:
                 raise
             log.warning("mongodb not ready; retrying", error_type=type(err).__name__)
-            await asyncio.sleep(1.0)
+            await backoff.wait()
 
 
 async def _close_all(closers: list[Closer]) -> None:
     while closers:
         await closers.pop()()
-
-
-def _setting_error(error: Any) -> str:
-    """One validation error, naming the variable when it concerns one."""
-    message = str(error.get("msg", "")).removeprefix("Value error, ")
-    location = ".".join(str(part) for part in error.get("loc", ()))
-    return f"{location}: {message}" if location else message
 
 
 async def _run(settings: AgentSettings) -> None:
@@ -278,12 +273,7 @@ async def _run(settings: AgentSettings) -> None:
 
 def main() -> None:
     """Entry point of `python -m agent_svc`: settings once, then serve until SIGTERM/SIGINT."""
-    try:
-        settings = AgentSettings()
-    except ValidationError as err:
-        messages = "; ".join(_setting_error(e) for e in err.errors())
-        sys.stderr.write(f"agent_svc: invalid configuration: {messages}\n")
-        raise SystemExit(2) from None
+    settings = load_settings(AgentSettings, "agent_svc")
     logs.configure(settings.log_level, settings.log_format, service="agent_svc")
     if settings.dev_mode:
         log.warning(DEV_MODE_WARNING)

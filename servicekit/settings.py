@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+import sys
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.auth import TokenPolicy
@@ -19,6 +20,9 @@ DEV_MODE_WARNING = (
     "DEV MODE: the JWT secrets are the public dev ones, so anyone can sign tokens for this mesh; "
     "listening on loopback only. Never run like this in production"
 )
+
+# Exit status of a service that refuses its configuration (as argparse uses 2 for bad arguments).
+CONFIG_ERROR_EXIT = 2
 
 
 class CommonSettings(BaseSettings):
@@ -85,6 +89,31 @@ class CommonSettings(BaseSettings):
             audience=self.jwt_audience,
             issuer=self.jwt_issuer,
         )
+
+
+_Settings = TypeVar("_Settings", bound=CommonSettings)
+
+
+def load_settings(settings_class: type[_Settings], service: str) -> _Settings:
+    """The service's settings from the environment and `.env`; exits with status 2 naming each bad one.
+
+    Called before logging is configured, so the reason goes to stderr as one plain line.
+    """
+    try:
+        return settings_class()
+    except ValidationError as err:
+        sys.stderr.write(f"{service}: invalid configuration: {describe_errors(err)}\n")
+        raise SystemExit(CONFIG_ERROR_EXIT) from None
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A settings validation failure as one line, naming the variable of each error that has one."""
+    described = []
+    for each in error.errors():
+        message = str(each.get("msg", "")).removeprefix("Value error, ")
+        location = ".".join(str(part) for part in each.get("loc", ()))
+        described.append(f"{location}: {message}" if location else message)
+    return "; ".join(described)
 
 
 def is_loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from servicekit.backoff import Backoff
 from voice_worker import metrics
 from voice_worker.outbox import Outbox, Pending, orphaned
 from voice_worker.segments import Segment
@@ -48,7 +49,7 @@ class TranscriptSink(Protocol):
 
 
 class OutboxSender:
-    """Drains one outbox into a sink, oldest first, with capped exponential backoff."""
+    """Drains one outbox into a sink, oldest first, with capped exponential backoff and jitter."""
 
     def __init__(
         self,
@@ -64,8 +65,9 @@ class OutboxSender:
         # Facts about the call (providers, models) for the conversation's metadata; sent with every
         # batch because chat_svc merges them idempotently and any batch may be the first to land.
         self._call_metadata = dict(call_metadata or {})
-        self._initial = initial_backoff
-        self._max = max_backoff
+        # Jittered: the workers of one deployment lose chat_svc together and must not all come back
+        # at the same instants.
+        self._backoff = Backoff(initial_backoff, max_backoff)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +115,6 @@ class OutboxSender:
             self._task = None
 
     async def _run(self) -> None:
-        backoff = self._initial
         while True:
             batch = self._outbox.peek(BATCH_LIMIT)
             self._observe_waiting(batch)
@@ -126,15 +127,15 @@ class OutboxSender:
                 await self._send(batch)
             except SinkUnavailableError:
                 self.failed_attempts += 1
+                delay = self._backoff.next_delay()
                 log.warning(
                     "transcript sink unavailable; will retry",
                     pending=self._outbox.pending_count(),
-                    retry_in_seconds=round(backoff, 2),
+                    retry_in_seconds=round(delay, 2),
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(self._max, backoff * 2)
+                await asyncio.sleep(delay)
                 continue
-            backoff = self._initial
+            self._backoff.reset()
 
     async def _send(self, batch: list[Pending]) -> None:
         conversation_id = batch[0].conversation_id

@@ -28,6 +28,7 @@ import grpc
 import structlog
 from livekit.agents import AgentSession, llm
 
+from servicekit.backoff import Backoff
 from servicekit.client import ServiceCredentials, open_channel
 from syntera.conversation.v1 import conversation_service_pb2 as conv_pb2
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conv_grpc
@@ -98,7 +99,7 @@ class TypedMessageFollower:
     async def _run(self) -> None:
         after_seq = 0
         live = False  # the first stream's replay is the past: skipped
-        backoff = _BACKOFF_MIN_SECONDS
+        backoff = Backoff(_BACKOFF_MIN_SECONDS, _BACKOFF_MAX_SECONDS)
         while True:
             try:
                 call = self._stub.WatchConversation(
@@ -109,7 +110,7 @@ class TypedMessageFollower:
                     metadata=self._credentials.metadata(time.monotonic()),
                 )
                 async for event in call:
-                    backoff = _BACKOFF_MIN_SECONDS
+                    backoff.reset()
                     if event.HasField("keep_alive"):
                         live = True
                     elif event.HasField("conversation_ended"):
@@ -130,8 +131,7 @@ class TypedMessageFollower:
                     return
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     log.info("typed messages stream broke; resuming", code=exc.code().name)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX_SECONDS)
+                    await backoff.wait()
 
     async def _hand_over(self, message: conv_res.Message) -> None:
         self.answered += 1
