@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 GENERATED := syntera envoy/syntera.pb third_party web/src/gen
 
-.PHONY: run test bootstrap bootstrap-run generate check-generated lint buf-check typecheck pytest bench clean
+.PHONY: run test bootstrap bootstrap-run generate check-generated lint lock buf-check typecheck pytest bench clean
 
 run: bootstrap-run
 	$(PY) -m devrun
@@ -29,10 +29,17 @@ check-generated: generate
 	fi
 	@echo "generated code is up to date"
 
+# The lock files (requirements/) must be made from the dependencies now in pyproject.toml.
 lint: bootstrap buf-check typecheck
+	$(PY) scripts/lock.py --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	cd web && npm run --silent lint
+
+# After changing the dependencies in pyproject.toml: relock, then commit requirements/. Not after
+# bootstrap, which refuses a stale lock; uv comes with the dev install.
+lock:
+	$(PY) scripts/lock.py
 
 typecheck: bootstrap
 	$(VENV)/bin/mypy

