@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import structlog
 
-from agent_svc import ids
 from agent_svc.call_ledger import CallLedger
 from agent_svc.call_record import CallEvent, EventKind, Role
 from agent_svc.call_store import StoredCall
 from agent_svc.livekit_gateway import LiveKitGateway, RoomNotFoundError
 from agent_svc.model import ParticipantKind
+from servicekit import ids
 from servicekit.errors import DomainError
 from servicekit.times import US_PER_SECOND, now_us
 

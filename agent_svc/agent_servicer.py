@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from agent_svc.agent_store import AgentDirectory
 from agent_svc.agents import AgentProfile, ProviderMode, VoiceSettings
@@ -14,6 +12,7 @@ from agent_svc.replies import AgentReplies
 from agent_svc.reply_servicer import ReplyRpcs
 from servicekit import context
 from servicekit.errors import Violations
+from servicekit.prototime import timestamp_from_datetime
 from syntera.agent.v1 import agent_service_pb2 as pb
 from syntera.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from syntera.agent.v1 import resources_pb2 as res
@@ -99,13 +98,7 @@ def _agent_out(profile: AgentProfile) -> res.Agent:
         owner_id=profile.owner_id,
     )
     if profile.create_time is not None:
-        agent.create_time.CopyFrom(_timestamp(profile.create_time))
+        agent.create_time.CopyFrom(timestamp_from_datetime(profile.create_time))
     if profile.update_time is not None:
-        agent.update_time.CopyFrom(_timestamp(profile.update_time))
+        agent.update_time.CopyFrom(timestamp_from_datetime(profile.update_time))
     return agent
-
-
-def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,9 +15,10 @@ from pymongo.errors import DuplicateKeyError
 
 from agent_svc import agents
 from agent_svc.agents import AgentProfile, ProviderMode, VoiceSettings
-from agent_svc.ids import check_id
+from servicekit import paging
 from servicekit.auth import Principal
 from servicekit.errors import DomainError, ErrorKind, Violations, not_found, permission_denied
+from servicekit.ids import check_id
 
 log = structlog.get_logger("agent_svc.agents")
 
@@ -104,9 +102,9 @@ class AgentDirectory:
         violations = Violations()
         if page_size < 0:
             violations.add("page_size", "must not be negative")
-        after = _decode_page_token(page_token) if page_token else None
+        after = _after(page_token) if page_token else None
         if page_token and after is None:
-            violations.add("page_token", "is not a token returned by ListAgents")
+            violations.add("page_token", paging.NOT_OURS)
         violations.raise_if_any()
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         query: Document = {}
@@ -120,7 +118,11 @@ class AgentDirectory:
         )
         documents = [doc async for doc in cursor]
         page = [_from_document(doc) for doc in documents[:size]]
-        next_token = _encode_page_token(page[-1]) if len(documents) > size else ""
+        next_token = (
+            paging.encode({"n": page[-1].display_name, "id": page[-1].agent_id})
+            if len(documents) > size
+            else ""
+        )
         return page, next_token
 
     async def update(self, principal: Principal, change: AgentProfile, paths: list[str]) -> AgentProfile:
@@ -197,17 +199,10 @@ def _from_document(document: Mapping[str, Any]) -> AgentProfile:
     )
 
 
-def _encode_page_token(last: AgentProfile) -> str:
-    raw = json.dumps([last.display_name, last.agent_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_page_token(token: str) -> tuple[str, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
+def _after(page_token: str) -> tuple[str, str] | None:
+    """The display name and id of the last agent on the page before, from its `next_page_token`."""
+    position = paging.read(page_token)
+    if position is None:
         return None
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
-        return value[0], value[1]
-    return None
+    name, last_id = position.get("n"), position.get("id")
+    return (name, last_id) if isinstance(name, str) and isinstance(last_id, str) else None

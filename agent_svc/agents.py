@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from servicekit.errors import Violations
+from servicekit.ids import DEFAULT_AGENT_ID
 
 MAX_DISPLAY_NAME = 100
 MAX_INSTRUCTIONS = 20_000
@@ -58,7 +59,7 @@ class AgentProfile:
 
 # The built-in profile every conversation can use; seeded at start-up without overwriting edits.
 DEFAULT_PROFILE = AgentProfile(
-    agent_id="default",
+    agent_id=DEFAULT_AGENT_ID,
     display_name="Syntera Assistant",
     instructions=(
         "You are Syntera, a friendly and concise voice assistant. Answer in short spoken sentences, "

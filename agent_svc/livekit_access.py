@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from agent_svc import ids
 from agent_svc.livekit_gateway import LiveKitGateway, RoomInfo, RoomNotFoundError
 from agent_svc.model import (
     AgentDispatched,
@@ -22,6 +22,7 @@ from agent_svc.model import (
 )
 from agent_svc.ownership import ConversationAccess, ConversationFacts
 from agent_svc.tokens import MAX_DISPLAY_NAME, TokenMinter, TokenSpec
+from servicekit import ids
 from servicekit.auth import Principal
 from servicekit.errors import (
     FieldViolation,
@@ -35,15 +36,24 @@ from servicekit.errors import (
 log = structlog.get_logger("agent_svc.livekit")
 
 
+class Unrecognised(enum.Enum):
+    """A request's enum value this service does not know (a client built on newer protos sent it)."""
+
+    VALUE = "unrecognised"
+
+
+UNRECOGNISED = Unrecognised.VALUE
+
+
 @dataclass(frozen=True)
 class TokenRequest:
-    """A GenerateToken request in domain terms (None = not given)."""
+    """A GenerateToken request in domain terms (None = not given), not yet validated."""
 
     conversation_id: str
     user_id: str
     agent_id: str
-    kind: ParticipantKind | None
-    media: CallMedia | None
+    kind: ParticipantKind | Unrecognised | None
+    media: CallMedia | Unrecognised | None
     ttl_seconds: float | None
     display_name: str
 
@@ -101,20 +111,26 @@ class LiveKitAccess:
         self._minter.check_ttl(violations, "ttl", request.ttl_seconds)
         if len(request.display_name) > MAX_DISPLAY_NAME or not request.display_name.isprintable():
             violations.add("display_name", f"must be at most {MAX_DISPLAY_NAME} printable characters")
-        kind = request.kind or ParticipantKind.USER
+        if request.kind is UNRECOGNISED:
+            violations.add("participant_kind", "must be USER or AGENT")
+        if request.media is UNRECOGNISED:
+            violations.add("media", "must be VOICE or VIDEO")
         principal = caller.principal
-        if principal.is_service and kind is ParticipantKind.USER and not request.user_id:
+        # No kind means a user token.
+        if principal.is_service and request.kind in (None, ParticipantKind.USER) and not request.user_id:
             violations.add("user_id", "is required when a service asks for a user token")
         violations.raise_if_any()
 
-        media = request.media or CallMedia.VOICE
+        kind = request.kind if isinstance(request.kind, ParticipantKind) else ParticipantKind.USER
+        asked_media = request.media if isinstance(request.media, CallMedia) else None
+        media = asked_media or CallMedia.VOICE
         if not principal.is_service:
             if kind is ParticipantKind.AGENT:
                 raise permission_denied("only services may get an agent token", "AGENT_TOKEN_FORBIDDEN")
             if request.user_id and request.user_id != principal.subject:
                 raise permission_denied("a token can only be issued for yourself", "USER_MISMATCH")
             facts = await self._owned(caller, request.conversation_id)
-            _check_matches(facts, request.agent_id, request.media)
+            _check_matches(facts, request.agent_id, asked_media)
             media = facts.media or media
 
         if kind is ParticipantKind.AGENT:

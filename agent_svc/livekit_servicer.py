@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
-from agent_svc.livekit_access import Caller, LiveKitAccess, TokenRequest
+from agent_svc.livekit_access import UNRECOGNISED, Caller, LiveKitAccess, TokenRequest
 from agent_svc.model import CallMedia, ParticipantKind, ParticipantState, ParticipantView, TrackSource
 from servicekit import context
-from servicekit.errors import Violations
+from servicekit.prototime import timestamp_from_datetime, to_seconds
 from syntera.livekit.v1 import livekit_service_pb2 as pb
 from syntera.livekit.v1 import livekit_service_pb2_grpc as pb_grpc
 from syntera.livekit.v1 import resources_pb2 as res
@@ -53,24 +51,15 @@ class LiveKitServicer(pb_grpc.LiveKitServiceServicer):
         self._access = access
 
     async def GenerateToken(self, request: pb.GenerateTokenRequest, _: Context) -> pb.GenerateTokenResponse:
-        violations = Violations()
-        if request.participant_kind not in _KIND_IN:
-            violations.add("participant_kind", "must be USER or AGENT")
-        if request.media not in _MEDIA_IN:
-            violations.add("media", "must be VOICE or VIDEO")
-        ttl: float | None = None
-        if request.HasField("ttl"):
-            ttl = request.ttl.seconds + request.ttl.nanos / 1e9
-        violations.raise_if_any()
         minted = await self._access.generate_token(
             _caller(),
             TokenRequest(
                 conversation_id=request.conversation_id,
                 user_id=request.user_id,
                 agent_id=request.agent_id,
-                kind=_KIND_IN[request.participant_kind],
-                media=_MEDIA_IN[request.media],
-                ttl_seconds=ttl,
+                kind=_KIND_IN.get(request.participant_kind, UNRECOGNISED),
+                media=_MEDIA_IN.get(request.media, UNRECOGNISED),
+                ttl_seconds=to_seconds(request.ttl) if request.HasField("ttl") else None,
                 display_name=request.display_name,
             ),
         )
@@ -80,7 +69,7 @@ class LiveKitServicer(pb_grpc.LiveKitServiceServicer):
             room_name=minted.room_name,
             identity=minted.identity,
             participant_kind=_KIND_OUT[minted.kind],
-            expire_time=_timestamp(minted.expire_time),
+            expire_time=timestamp_from_datetime(minted.expire_time),
             agent_name=minted.agent_name,
         )
 
@@ -125,11 +114,5 @@ def _participant(view: ParticipantView) -> res.Participant:
         published_sources=[_SOURCE_OUT[s] for s in view.published_sources],
     )
     if view.join_time is not None:
-        participant.join_time.CopyFrom(_timestamp(view.join_time))
+        participant.join_time.CopyFrom(timestamp_from_datetime(view.join_time))
     return participant
-
-
-def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

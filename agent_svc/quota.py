@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from agent_svc import ids, metrics
+from agent_svc import metrics
 from agent_svc.call_record import Usage
 from agent_svc.call_store import CallStore
+from servicekit import ids
 from servicekit.auth import Principal
 from servicekit.errors import QuotaViolation, Violations, permission_denied, quota_exceeded
 from servicekit.times import US_PER_MINUTE, US_PER_SECOND, is_month, month_of, now_us

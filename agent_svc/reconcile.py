@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import structlog
 
-from agent_svc import ids
 from agent_svc.call_ledger import CallLedger
 from agent_svc.call_record import CallEvent, CallRecord, EventKind, Role
 from agent_svc.livekit_gateway import LiveKitGateway, RoomInfo, RoomNotFoundError
 from agent_svc.model import ParticipantKind, ParticipantView
 from agent_svc.quota import QuotaGuard
+from servicekit import ids
 from servicekit.errors import DomainError
 from servicekit.times import US_PER_SECOND, now_us
 

@@ -21,9 +21,9 @@ from livekit import api as lk_api
 from livekit.protocol import models as lk_models
 from livekit.protocol import webhook as lk_webhook
 
-from agent_svc import ids
 from agent_svc.call_ledger import CallLedger
 from agent_svc.call_record import CallEvent, EventKind, Role
+from servicekit import ids
 from servicekit.errors import DomainError, ErrorKind, FieldViolation, invalid_argument
 
 log = structlog.get_logger("agent_svc.webhooks")

@@ -43,7 +43,6 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
-from google.protobuf import timestamp_pb2
 
 from bench.stats import percentile
 from devrun.caller import AUDIBLE_DBFS, Caller, CallerError, dbfs
@@ -53,6 +52,7 @@ from devrun.sample_audio import speak
 from devrun.speech import word_errors
 from devrun.store import EmbeddedStore
 from servicekit import auth
+from servicekit.prototime import to_seconds
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as res
@@ -404,10 +404,6 @@ def finals(messages: Sequence[res.Message], role: res.Role.ValueType) -> list[re
     return [m for m in messages if m.role == role and m.final and m.source == res.MESSAGE_SOURCE_TRANSCRIPT]
 
 
-def seconds_of(ts: timestamp_pb2.Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
-
-
 def match(turns: list[Turn], messages: list[res.Message]) -> None:
     """Pairs each turn with the stored user turn(s) it produced and the agent turn the caller heard.
 
@@ -419,10 +415,10 @@ def match(turns: list[Turn], messages: list[res.Message]) -> None:
     for n, turn in enumerate(turns):
         start = turn.spoken_start - 1.0
         end = turns[n + 1].spoken_start - 1.0 if n + 1 < len(turns) else math.inf
-        turn.user = [m for m in users if start <= seconds_of(m.start_time) < end]
-        turn.replies = sum(start <= seconds_of(m.start_time) < end for m in agents)
+        turn.user = [m for m in users if start <= to_seconds(m.start_time) < end]
+        turn.replies = sum(start <= to_seconds(m.start_time) < end for m in agents)
         if turn.heard is not None:
-            heard_by = [m for m in agents if start <= seconds_of(m.start_time) <= turn.heard + 0.05]
+            heard_by = [m for m in agents if start <= to_seconds(m.start_time) <= turn.heard + 0.05]
             turn.agent = heard_by[-1] if heard_by else None
 
 
@@ -572,8 +568,8 @@ def breakdown(turns: list[Turn]) -> list[Part]:
         if t.heard is None or t.agent is None or not t.user or not t.user[-1].HasField("end_time"):
             continue
         user, agent = t.user[-1], t.agent
-        worker_end = seconds_of(user.end_time)
-        agent_start = seconds_of(agent.start_time)
+        worker_end = to_seconds(user.end_time)
+        agent_start = to_seconds(agent.start_time)
         m = agent.metrics
         if not (m.HasField("end_of_turn_delay") and m.HasField("llm_time_to_first_token")):
             continue
@@ -649,8 +645,8 @@ def dump(results: list[CallResult]) -> None:
             )
         for m in r.messages:
             if m.HasField("start_time"):
-                start = seconds_of(m.start_time) - origin
-                end = f"{seconds_of(m.end_time) - origin:7.2f}" if m.HasField("end_time") else "      ?"
+                start = to_seconds(m.start_time) - origin
+                end = f"{to_seconds(m.end_time) - origin:7.2f}" if m.HasField("end_time") else "      ?"
                 who = "user " if m.role == res.ROLE_USER else "agent"
                 events.append((start, f"  stored {who} {start:7.2f} .. {end}: {m.text[:60]!r}"))
         for _, line in sorted(events):

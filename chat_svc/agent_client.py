@@ -22,6 +22,7 @@ from servicekit.errors import (
     not_found,
     quota_exceeded,
 )
+from servicekit.prototime import to_us
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.livekit.v1 import livekit_service_pb2, livekit_service_pb2_grpc, resources_pb2
 
@@ -79,13 +80,12 @@ class AgentServiceClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise _mapped("GenerateToken", exc, field="agent_id") from None
-        expire = response.expire_time
         return JoinGrant(
             token=response.token,
             url=response.url,
             room_name=response.room_name,
             identity=response.identity,
-            expire_time_us=expire.seconds * 1_000_000 + expire.nanos // 1000,
+            expire_time_us=to_us(response.expire_time),
             agent_name=response.agent_name,
         )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
-
 from chat_svc.reply_records import (
     Generator,
     GeneratorKind,
@@ -13,6 +11,7 @@ from chat_svc.reply_records import (
     SummaryKind,
     SummaryState,
 )
+from servicekit.prototime import timestamp
 from syntera.agent.v1 import resources_pb2 as agent_pb
 from syntera.conversation.v1 import resources_pb2 as pb
 
@@ -70,8 +69,5 @@ def summary_to_pb(summary: Summary) -> pb.ConversationSummary:
     if summary.generator is not None:
         out.generator.CopyFrom(generator_to_pb(summary.generator))
     if summary.update_time_us is not None:
-        us = summary.update_time_us
-        out.update_time.CopyFrom(
-            timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
-        )
+        out.update_time.CopyFrom(timestamp(summary.update_time_us))
     return out

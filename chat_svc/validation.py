@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from servicekit.errors import Violations
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Re-exported so that every chat_svc field check comes from this module; the id rule is the mesh's.
+from servicekit.ids import check_id as check_id
+
 # Reporter segment ids may embed a room or job name (`conversation:abc/item_1`), hence `:` `/` `.`.
 SEGMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,200}$")
 LANGUAGE_PATTERN = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
@@ -52,16 +54,6 @@ def duration_us(violations: Violations, field: str, value: RawTime | None) -> in
         violations.add(field, "is not a valid duration")
         return None
     return value.seconds * 1_000_000 + value.nanos // 1000
-
-
-def check_id(violations: Violations, field: str, value: str, *, required: bool = True) -> None:
-    """An id matching `^[A-Za-z0-9_-]{1,64}$`."""
-    if not value:
-        if required:
-            violations.add(field, "is required")
-        return
-    if not ID_PATTERN.fullmatch(value):
-        violations.add(field, "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")
 
 
 def check_request_id(violations: Violations, field: str, value: str) -> None:

@@ -17,6 +17,8 @@ import structlog
 from pydantic import ValidationError
 
 from servicekit import logs, telemetry
+from servicekit.ids import DEFAULT_AGENT_ID
+from servicekit.settings import describe_errors
 from voice_worker.settings import VoiceWorkerSettings
 
 log = structlog.get_logger("voice_worker")
@@ -29,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="run the LiveKit worker in development mode")
     sim = sub.add_parser("simulate", help="run the agent pipeline on a WAV file instead of a room")
     sim.add_argument("--conversation", required=True, help="the conversation id transcripts go to")
-    sim.add_argument("--agent", default="default", help="the agent profile id (default: default)")
+    sim.add_argument(
+        "--agent", default=DEFAULT_AGENT_ID, help=f"the agent profile id (default: {DEFAULT_AGENT_ID})"
+    )
     sim.add_argument("--wav", required=True, type=Path, help="16-bit PCM WAV with the user's speech")
     sim.add_argument("--out", required=True, type=Path, help="where to write the agent's audio (WAV)")
     return parser
@@ -39,8 +43,7 @@ def _settings() -> VoiceWorkerSettings:
     try:
         return VoiceWorkerSettings()
     except ValidationError as exc:
-        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        raise SystemExit(f"voice_worker: refusing to start: {problems}") from None
+        raise SystemExit(f"voice_worker: refusing to start: {describe_errors(exc)}") from None
 
 
 async def _simulate(args: argparse.Namespace) -> int:

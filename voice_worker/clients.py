@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 import structlog
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from servicekit.client import ServiceCredentials, open_channel
+from servicekit.prototime import duration_from_seconds, timestamp_from_seconds
 from syntera.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from syntera.agent.v1 import resources_pb2 as agent_pb2
 from syntera.conversation.v1 import conversation_service_pb2 as conv_pb2
@@ -125,16 +126,9 @@ def from_agent_proto(agent: agent_pb2.Agent) -> AgentProfile:
     )
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(max(0.0, seconds) * 1e9))
-    return d
+    # A latency measured across clocks can come out just below zero; chat_svc refuses negative ones.
+    return duration_from_seconds(max(0.0, seconds))
 
 
 def _metrics(m: Metrics) -> conv_res.TurnMetrics | None:
@@ -162,10 +156,10 @@ def to_proto(segment: Segment) -> conv_res.TranscriptSegment:
         language=segment.language,
     )
     if segment.start_time is not None:
-        out.start_time.CopyFrom(_timestamp(segment.start_time))
+        out.start_time.CopyFrom(timestamp_from_seconds(segment.start_time))
     if segment.end_time is not None:
         end = max(segment.end_time, segment.start_time or segment.end_time)
-        out.end_time.CopyFrom(_timestamp(end))
+        out.end_time.CopyFrom(timestamp_from_seconds(end))
     if segment.confidence is not None:
         out.confidence = min(1.0, max(0.0, segment.confidence))
     metrics = _metrics(segment.metrics)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ProviderMode = Literal["", "cloud", "offline"]
+# Re-exported: the mesh's default agent is servicekit.ids' (the worker falls back to it).
+from servicekit.ids import DEFAULT_AGENT_ID as DEFAULT_AGENT_ID
 
-DEFAULT_AGENT_ID = "default"
+ProviderMode = Literal["", "cloud", "offline"]
 
 
 @dataclass(frozen=True)

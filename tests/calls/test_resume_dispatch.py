@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_svc import ids
+from servicekit import ids
 from voice_worker.history import Turn, chat_context
 from voice_worker.worker import parse_dispatch
 

@@ -22,7 +22,7 @@ from livekit import rtc
 from livekit.agents.utils.codecs import AudioStreamDecoder
 from livekit.protocol import models as lk_models
 
-from agent_svc.ids import room_name
+from servicekit.ids import room_name
 from syntera.conversation.v1 import conversation_service_pb2 as cs
 from syntera.conversation.v1 import conversation_service_pb2_grpc as cs_grpc
 from syntera.conversation.v1 import resources_pb2 as res
