@@ -33,7 +33,7 @@ class ReplyRpcs:
     def __init__(self, replies: AgentReplies) -> None:
         self._replies = replies
 
-    async def GenerateReply(  # noqa: N802 - gRPC method name
+    async def GenerateReply(
         self, request: pb.GenerateReplyRequest, ctx: Context
     ) -> AsyncIterator[pb.GenerateReplyResponse]:
         stream = await self._replies.reply(
@@ -47,7 +47,7 @@ class ReplyRpcs:
         async for piece in stream.pieces:
             yield pb.GenerateReplyResponse(text_delta=piece)
 
-    async def GenerateSummary(  # noqa: N802
+    async def GenerateSummary(
         self, request: pb.GenerateSummaryRequest, ctx: Context
     ) -> pb.GenerateSummaryResponse:
         summary = await self._replies.summarize(
