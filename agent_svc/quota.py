@@ -1,7 +1,7 @@
 """Usage and the quota guard: agent session and participant minutes, and calls running at once.
 
-The limits are per deployment. The seed runs the whole MVP on one LiveKit project, and LiveKit's
-free tier counts per project: 5 concurrent agent sessions, 1,000 agent minutes and 5,000
+The limits are per deployment. A deployment runs on one LiveKit project, and LiveKit's free tier
+counts per project: 5 concurrent agent sessions, 1,000 agent minutes and 5,000
 participant minutes a month, whoever the users are. So the guard sums every user's calls;
 usage is still metered per user and shown to each user, but no user has a limit of their own.
 

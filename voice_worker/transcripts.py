@@ -1,6 +1,6 @@
 """Turns AgentSession events into transcript segments and writes them to the outbox.
 
-Segment ids (see DESIGN.md §5): `ChatMessage.id` is random per session, so ids combine the call
+Segment ids: `ChatMessage.id` is random per session, so ids combine the call
 (the LiveKit job id, or the simulated call id) with a turn key:
 - user turns: `{call}:user:{n}`, n counting user turns in the call. Interim text and the committed
   message share the id, because interim events carry no item id with an STT pipeline.

@@ -1,4 +1,4 @@
-"""Start-up validation of agent_svc settings (the seed's validateLiveKitConfig, plus ours)."""
+"""Start-up validation of agent_svc settings: LiveKit's URL and credentials, and the rest."""
 
 from __future__ import annotations
 

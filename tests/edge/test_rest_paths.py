@@ -1,4 +1,4 @@
-"""The seed's LiveKit REST surface, called like curl does, through a real Envoy to a real agent_svc.
+"""The LiveKit REST surface, called like curl does, through a real Envoy to a real agent_svc.
 
 The mesh runs the real LiveKit server: tokens from the REST path are joined with the rtc package.
 """
