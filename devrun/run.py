@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from devrun.banner import CallSetup, print_banner
 from devrun.envoy_config import DEFAULT_DESCRIPTOR, EdgeConfig
-from devrun.launch import ROOT, child_env, package_present, spawn_envoy, spawn_grpc_service
+from devrun.launch import ROOT, child_env, spawn_envoy, spawn_grpc_service
 from devrun.livekit_server import START_TIMEOUT_SECONDS as LIVEKIT_START_TIMEOUT_SECONDS
 from devrun.livekit_server import (
     LiveKitKeys,
@@ -118,8 +118,6 @@ class RunPlan:
         settings: What was read from the environment and `.env`.
         run_dir: Where logs, rendered configs, the store's data and the worker's outbox go.
         with_store: Start the embedded store.
-        with_chat: Start chat_svc.
-        with_worker: Start the voice worker (it needs a LiveKit server to register with).
         livekit: The LiveKit server and its keys.
         env: The services' environment (holds secrets: never printed).
         edge: Envoy's config.
@@ -128,8 +126,6 @@ class RunPlan:
     settings: RunSettings
     run_dir: Path
     with_store: bool
-    with_chat: bool
-    with_worker: bool
     livekit: LiveKitPlan
     env: dict[str, str] = field(repr=False)
     edge: EdgeConfig
@@ -292,15 +288,14 @@ def plan_run(settings: RunSettings) -> RunPlan:
     check_identity(settings)
     livekit = plan_livekit(settings)
     with_store = settings.uses_embedded_store
-    with_chat = package_present("chat_svc")
-    with_worker = package_present("voice_worker") and not livekit.missing
     check_ports(
         plan_ports(
             settings,
             with_store=with_store,
-            with_chat=with_chat,
+            with_chat=True,
             livekit=livekit.server if livekit.starts_server else None,
-            with_worker=with_worker,
+            # The worker has nothing to register with when the LiveKit server is missing.
+            with_worker=not livekit.missing,
         )
     )
     agent_address = f"{settings.agent_host}:{settings.agent_port}"
@@ -309,32 +304,28 @@ def plan_run(settings: RunSettings) -> RunPlan:
         settings=settings,
         run_dir=(ROOT / settings.run_dir).resolve(),
         with_store=with_store,
-        with_chat=with_chat,
-        with_worker=with_worker,
         livekit=livekit,
-        env=child_env(_overrides(settings, livekit, with_store=with_store, with_chat=with_chat)),
+        env=child_env(_overrides(settings, livekit, with_store=with_store)),
         edge=EdgeConfig(
             listen_host=settings.envoy_host,
             listen_port=settings.envoy_port,
             admin_port=settings.envoy_admin_port,
             agent_address=agent_address,
-            chat_address=chat_address if with_chat else None,
+            chat_address=chat_address,
             cors_allowed_origins=settings.origins,
             otlp_endpoint=settings.otlp_endpoint or None,
         ),
     )
 
 
-def _overrides(
-    settings: RunSettings, livekit: LiveKitPlan, *, with_store: bool, with_chat: bool
-) -> dict[str, str]:
+def _overrides(settings: RunSettings, livekit: LiveKitPlan, *, with_store: bool) -> dict[str, str]:
     """What every child is told on top of this environment: where the others are, and LiveKit.
 
     LiveKit's URL and keys are given even when the local server is missing, so agent_svc still
     starts (outside dev mode it insists on them) and tokens work; room calls then say UNAVAILABLE.
     """
     mongodb_uri = f"mongodb://127.0.0.1:{settings.mongodb_port}" if with_store else settings.mongodb_uri
-    overrides = {
+    return {
         "SYNTERA_DEV_MODE": "true" if settings.effective_dev_mode else "false",
         "MONGODB_URI": mongodb_uri,
         "AGENT_SVC_HOST": settings.agent_host,
@@ -342,6 +333,7 @@ def _overrides(
         "AGENT_SVC_ADDRESS": f"{settings.agent_host}:{settings.agent_port}",
         "CHAT_SVC_HOST": settings.chat_host,
         "CHAT_SVC_PORT": str(settings.chat_port),
+        "CHAT_SVC_ADDRESS": f"{settings.chat_host}:{settings.chat_port}",
         "LIVEKIT_URL": livekit.url,
         "LIVEKIT_API_KEY": livekit.keys.api_key,
         "LIVEKIT_API_SECRET": livekit.keys.api_secret,
@@ -350,9 +342,6 @@ def _overrides(
         "CHAT_SVC_METRICS_PORT": str(settings.chat_metrics_port),
         "VOICE_WORKER_METRICS_PORT": str(settings.worker_metrics_port),
     }
-    if with_chat:
-        overrides["CHAT_SVC_ADDRESS"] = f"{settings.chat_host}:{settings.chat_port}"
-    return overrides
 
 
 def _bindable(plan: PortPlan) -> bool:
@@ -403,10 +392,8 @@ class _Runner:
         try:
             calls = self.start_all(page_url)
             plan = self.plan
-            sample = (
-                _voice_sample(plan.run_dir) if plan.with_chat and package_present("voice_worker") else None
-            )
-            print_banner(plan.settings, with_chat=plan.with_chat, sample=sample, calls=calls)
+            sample = _voice_sample(plan.run_dir)
+            print_banner(plan.settings, with_chat=True, sample=sample, calls=calls)
             exit_code = self.supervise()
         except _Stop:
             exit_code = 0
@@ -477,10 +464,7 @@ class _Runner:
 
     def start_services(self) -> None:
         plan = self.plan
-        services = [("agent_svc", plan.agent_address)]
-        if plan.with_chat:
-            services.append(("chat_svc", plan.chat_address))
-        for name, address in services:
+        for name, address in (("agent_svc", plan.agent_address), ("chat_svc", plan.chat_address)):
             proc = spawn_grpc_service(name, name, plan.env, plan.logs / f"{name}.log")
             self._await(
                 proc,
@@ -502,8 +486,6 @@ class _Runner:
         plan = self.plan
         if plan.livekit.missing:
             return _WorkerStatus(problem="there is no LiveKit server to register with")
-        if not plan.with_worker:
-            return _WorkerStatus(problem="the voice_worker package is not installed")
         settings, problem = _worker_settings(plan.worker_env)
         if settings is None:
             print(f"warning: the voice worker cannot start: {problem}", file=sys.stderr, flush=True)
@@ -606,13 +588,14 @@ def _worker_settings(env: dict[str, str]) -> tuple[VoiceWorkerSettings | None, s
     """
     from pydantic import ValidationError
 
+    from servicekit.settings import describe_errors
     from voice_worker.settings import VoiceWorkerSettings
 
     try:
         # Init values outrank `.env`, as the child's environment does; unknown names are ignored.
         return VoiceWorkerSettings(_env_file=ROOT / ".env", **cast(dict[str, Any], env)), ""
     except ValidationError as exc:
-        return None, "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        return None, describe_errors(exc)
 
 
 def _one_line_reason(exc: StartupError, proc: ManagedProcess) -> str:
