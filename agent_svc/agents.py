@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from servicekit.errors import Violations
-from servicekit.ids import DEFAULT_AGENT_ID
+from servicekit.ids import DEFAULT_AGENT_ID, ID_RULE, is_id
 
 MAX_DISPLAY_NAME = 100
 MAX_INSTRUCTIONS = 20_000
@@ -18,12 +18,10 @@ MAX_GREETING = 1_000
 MAX_MODEL_NAME = 128
 MIN_SPEAKING_RATE = 0.5
 MAX_SPEAKING_RATE = 2.0
-MAX_REQUEST_ID = 64
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$")
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+ -]*$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class ProviderMode(enum.Enum):
@@ -114,8 +112,9 @@ def validate_voice(violations: Violations, voice: VoiceSettings, prefix: str) ->
 
 
 def check_request_id(violations: Violations, request_id: str) -> None:
-    if request_id and not _REQUEST_ID.fullmatch(request_id):
-        violations.add("request_id", "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")
+    # Stricter than chat_svc's request ids (any printable characters): CreateAgent takes ids only.
+    if request_id and not is_id(request_id):
+        violations.add("request_id", ID_RULE)
 
 
 def check_update_mask(violations: Violations, paths: list[str]) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from devrun.settings import RunSettings
-
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from servicekit import ids
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _token(user: str, ttl: int) -> int:
-    if not _ID.match(user):
-        print("error: --user must match ^[A-Za-z0-9_-]{1,64}$", file=sys.stderr)
+    if not ids.is_id(user):
+        # The services take only such ids as a token's subject.
+        print(f"error: --user {ids.ID_RULE}", file=sys.stderr)
         return 2
     settings = RunSettings()
     # The services refuse tokens valid for longer than SYNTERA_JWT_MAX_TTL_SECONDS.
