@@ -1,6 +1,7 @@
 """What chat_svc needs from agent_svc, as a port the domain depends on (no grpc here).
 
-The gRPC implementation is `chat_svc.agent_client.AgentServiceClient`; unit tests use a fake.
+The gRPC implementation is `chat_svc.agent_client.AgentServiceClient`; the domain's unit tests use
+the hand-written `FakeCallSetup` (tests/chat_svc/fakes.py).
 """
 
 from __future__ import annotations
