@@ -8,13 +8,17 @@ chat_svc, Envoy and, when asked, the voice worker. Every process logs to `<workd
 store, with one MongoDB database per mesh.
 
 `make run` starts the same processes with fixed ports (devrun/run.py); this module is for callers
-that need many meshes side by side and must restart single processes on the same port.
+that need many meshes side by side and must restart single processes on the same port. Those ports
+are taken below the kernel's ephemeral range (`devrun.ports.restartable_port`), so no outgoing
+connection made while a process is down can take its port; a start that still finds its port taken
+(another program bound it on purpose, for a moment) is tried again a few times.
 """
 
 from __future__ import annotations
 
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,8 +35,8 @@ from devrun.livekit_server import (
     spawn_server,
     webhook_endpoint,
 )
-from devrun.ports import free_port
-from devrun.processes import ManagedProcess
+from devrun.ports import restartable_port
+from devrun.processes import ManagedProcess, StartupError
 from devrun.readiness import envoy_ready, grpc_serving
 from devrun.voice import start_worker
 
@@ -49,6 +53,12 @@ LiveKitKind = Literal["server", "standin"]
 # edge from one address far faster than any person; tests of the rate limit start an Envoy of
 # their own.
 MESH_EDGE_LIMITS = EdgeLimits(rate_limit_per_second=5000, rate_limit_burst=10_000)
+
+# A (re)start that fails because its port is taken is tried this often in all, waiting in between.
+START_ATTEMPTS = 4
+PORT_RETRY_WAIT_SECONDS = 1.0
+# What a process says when its port is taken (Python, gRPC, Go and Envoy spell it differently).
+_PORT_TAKEN = ("address already in use", "could not bind", "failed to bind", "errno 98")
 
 
 class StoreLike(Protocol):
@@ -167,10 +177,22 @@ class Mesh:
     def start(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
         """(Re)starts a stopped process on its original port and waits until it is ready.
 
-        `extra_env` applies to this start only (the voice worker's settings, say).
+        `extra_env` applies to this start only (the voice worker's settings, say). A start that
+        fails because the port is taken is tried again (`START_ATTEMPTS` in all): the port is
+        this process's, whoever holds it now holds it for a moment at most.
         """
         if name in self._procs and self._procs[name].running():
             raise RuntimeError(f"{name} is already running")
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once(name, extra_env)
+                return
+            except StartupError as exc:
+                if attempt == START_ATTEMPTS or not _port_taken(str(exc)):
+                    raise
+            time.sleep(PORT_RETRY_WAIT_SECONDS * attempt)
+
+    def _start_once(self, name: str, extra_env: Mapping[str, str] | None) -> None:
         env = self._env | dict(extra_env or {})
         if name == AGENT_SVC:
             self._procs[name] = _start_service(AGENT_SVC, self.agent_addr, env, self.log_dir, self._workdir)
@@ -258,11 +280,15 @@ def start_mesh(
     service_jwt_secret = service_jwt_secret or secrets.token_urlsafe(32)
     if livekit is None:
         keys = LiveKitKeys.generate()
-        endpoint = LiveKitEndpoint(free_port(), keys.api_key, keys.api_secret, "server", free_udp_port())
+        endpoint = LiveKitEndpoint(
+            restartable_port(), keys.api_key, keys.api_secret, "server", free_udp_port()
+        )
     else:
-        endpoint = LiveKitEndpoint(free_port(), livekit.keys.api_key, livekit.keys.api_secret, "standin")
-    agent_addr = f"127.0.0.1:{free_port()}"
-    chat_addr = f"127.0.0.1:{free_port()}" if with_chat else None
+        endpoint = LiveKitEndpoint(
+            restartable_port(), livekit.keys.api_key, livekit.keys.api_secret, "standin"
+        )
+    agent_addr = f"127.0.0.1:{restartable_port()}"
+    chat_addr = f"127.0.0.1:{restartable_port()}" if with_chat else None
     agent_host, agent_port = agent_addr.rsplit(":", 1)
     overrides = {
         # Outside dev mode, like production; without chat_svc agent_svc needs dev mode to skip
@@ -286,9 +312,9 @@ def start_mesh(
         "QUOTA_MAX_CONCURRENT_AGENT_SESSIONS": "0",
         # Each process its own Prometheus endpoint (see `Mesh.metrics_url`); a replica started
         # from `Mesh.env` must be given another.
-        "AGENT_SVC_METRICS_PORT": str(free_port()),
-        "CHAT_SVC_METRICS_PORT": str(free_port()),
-        "VOICE_WORKER_METRICS_PORT": str(free_port()),
+        "AGENT_SVC_METRICS_PORT": str(restartable_port()),
+        "CHAT_SVC_METRICS_PORT": str(restartable_port()),
+        "VOICE_WORKER_METRICS_PORT": str(restartable_port()),
         # Children must not pick up a developer's `.env` or the runner's PYTHONPATH quirks.
         "PYTHONPATH": str(ROOT),
     }
@@ -300,7 +326,7 @@ def start_mesh(
     edge = None
     envoy_port = admin_port = None
     if with_envoy:
-        envoy_port, admin_port = free_port(), free_port()
+        envoy_port, admin_port = restartable_port(), restartable_port()
         edge = EdgeConfig(
             listen_port=envoy_port,
             admin_port=admin_port,
@@ -345,11 +371,13 @@ def start_mesh(
 
 
 def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A UDP port on 127.0.0.1 that was free a moment ago (see `restartable_port`)."""
+    return restartable_port(kind=socket.SOCK_DGRAM)
+
+
+def _port_taken(startup_error: str) -> bool:
+    text = startup_error.lower()
+    return any(sign in text for sign in _PORT_TAKEN)
 
 
 def _start_service(
