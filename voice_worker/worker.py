@@ -34,6 +34,12 @@ log = structlog.get_logger("voice_worker.worker")
 SHUTDOWN_PROCESS_TIMEOUT = 15.0
 # How long a drain keeps retrying an earlier process's turns while chat_svc is unreachable.
 LEFTOVER_BUDGET_SECONDS = SHUTDOWN_PROCESS_TIMEOUT * 20
+# The load at which the LiveKit server stops offering a worker jobs: its `agents.target_load`,
+# 0.7 by default (livekit-server pkg/agent/config.go, the same on LiveKit Cloud). A worker's claim on a
+# job is `target_load - load`, and a claim of 0 is no claim ("no servers available"), so a worker
+# reporting calls / max_calls (0.8 with 4 of 5 calls) is never offered its 5th call. The load we
+# report is scaled so that it reaches this figure only when every call slot is taken.
+SERVER_TARGET_LOAD = 0.7
 
 
 class DispatchMetadataError(ValueError):
@@ -93,14 +99,32 @@ class CallCount:
 CALLS = CallCount()
 
 
+def worker_load(calls: int, max_calls: int) -> float:
+    """The load reported to LiveKit: `SERVER_TARGET_LOAD` exactly when all `max_calls` are taken."""
+    if calls >= max_calls:
+        return SERVER_TARGET_LOAD  # exactly: the scaled figure may round to just below it
+    return SERVER_TARGET_LOAD * calls / max_calls
+
+
+def load_threshold(max_calls: int) -> float:
+    """The load from which the worker answers LiveKit "not available" and reports itself full.
+
+    Half a call below the full load: LiveKit Agents compares its estimate (the load plus the calls it
+    accepted but has not started, each estimated at load / calls) with `<`, and a threshold equal to
+    the full load would let float rounding accept a call too many or refuse the last one.
+    """
+    return SERVER_TARGET_LOAD * (max_calls - 0.5) / max_calls
+
+
 def build_server(settings: VoiceWorkerSettings) -> AgentServer:
     """The AgentServer with our job entry point registered under `settings.agent_name`.
 
     Jobs run as threads of this process, not as child processes: the offline models (VAD, Whisper,
     the TTS voice) are loaded once and shared by every call, which keeps each extra call to tens of
     megabytes instead of a whole interpreter with its own models. The worker's load is its share of
-    `max_calls`, so LiveKit stops sending it calls when it is full rather than when the CPU is busy
-    (speech recognition makes the CPU figure jump on a small machine).
+    `max_calls` (scaled to the server's target load, see `worker_load`), so LiveKit stops sending it
+    calls when it is full rather than when the CPU is busy (speech recognition makes the CPU figure
+    jump on a small machine).
     """
     max_calls = settings.max_calls
     # LiveKit plugins register themselves on import and refuse to do so off the main thread; jobs
@@ -108,7 +132,7 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
     import_plugins()
 
     def load(server: AgentServer) -> float:
-        return CALLS.count() / max_calls
+        return worker_load(CALLS.count(), max_calls)
 
     server = AgentServer(
         ws_url=settings.livekit_url or None,
@@ -116,7 +140,7 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
         api_secret=settings.livekit_api_secret.get_secret_value() or None,
         job_executor_type=JobExecutorType.THREAD,
         load_fnc=load,
-        load_threshold=1.0,
+        load_threshold=load_threshold(max_calls),
         # With no call running, LiveKit's per-call load estimate is threshold / idle processes.
         num_idle_processes=max_calls,
         shutdown_process_timeout=SHUTDOWN_PROCESS_TIMEOUT,
