@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +25,8 @@ from agent_svc.call_servicer import RECEIVE_WEBHOOK_METHOD, CallServicer
 from agent_svc.call_store import CallStore
 from agent_svc.chat_calls import SERVICE_NAME, ChatCallSink
 from agent_svc.chat_ownership import ChatConversationAccess
+from agent_svc.conversation_cache import CachedConversationAccess
+from agent_svc.conversation_ends import follow_ends
 from agent_svc.livekit_access import LiveKitAccess
 from agent_svc.livekit_gateway import LiveKitGateway
 from agent_svc.livekit_servicer import LiveKitServicer
@@ -82,6 +87,7 @@ async def create_server(
     *,
     conversations: ConversationAccess | None = None,
     mongo_client: AsyncMongoClient[dict[str, Any]] | None = None,
+    background: bool = True,
 ) -> AgentServer:
     """Starts agent_svc on `settings.host:settings.port` (port 0 picks one).
 
@@ -94,6 +100,8 @@ async def create_server(
         conversations: Ownership checks; by default chat_svc at CHAT_SVC_ADDRESS (or, in dev mode
             without it, no checks).
         mongo_client: A client to use instead of one built from MONGODB_URI (not closed here).
+        background: Run the call background work; False in the extra worker processes (one
+            process of a replica does it, see AGENT_SVC_WORKERS).
     """
     closers: list[Closer] = []
     if settings.livekit_dev_defaults:
@@ -107,8 +115,12 @@ async def create_server(
         mongo_client = AsyncMongoClient(settings.mongodb_uri, tz_aware=True, timeoutMS=MONGODB_TIMEOUT_MS)
         closers.append(mongo_client.close)
     chat_channel = _chat_channel(settings, closers)
+    cache: CachedConversationAccess | None = None
     if conversations is None:
         conversations = _conversation_access(settings, chat_channel)
+        if chat_channel is not None and settings.conversation_cache_size > 0:
+            cache = CachedConversationAccess(conversations, settings.conversation_cache_size)
+            conversations = cache
     gateway = LiveKitGateway(
         settings.livekit_url,
         settings.livekit_api_key,
@@ -186,7 +198,11 @@ async def create_server(
         await running.server.stop(0)
         await running.close_clients()
         raise
-    running.closers.append(_start_call_work(settings, ledger, reconciler, keeper))
+    if background:
+        running.closers.append(_start_call_work(settings, ledger, reconciler, keeper))
+    if cache is not None and chat_channel is not None:
+        credentials = ServiceCredentials(settings.service_jwt_secret.get_secret_value(), SERVICE_NAME)
+        running.closers.append(_start_following_ends(chat_channel, credentials, cache))
     await running.set_serving(True)
     log.info("agent_svc ready", port=running.port, livekit_url=settings.livekit_url)
     return running
@@ -245,6 +261,22 @@ def _start_call_work(
     return stop_all
 
 
+def _start_following_ends(
+    channel: grpc.aio.Channel, credentials: ServiceCredentials, cache: CachedConversationAccess
+) -> Closer:
+    """Follows chat_svc's conversation ends for the cache; returns what stops it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(follow_ends(channel, credentials, cache, stop), name="conversation-ends")
+
+    async def stop_following() -> None:
+        stop.set()
+        _, pending = await asyncio.wait({task}, timeout=5.0)
+        for waiting in pending:
+            waiting.cancel()
+
+    return stop_following
+
+
 async def _prepare_store(directory: AgentDirectory, calls: CallStore) -> None:
     """Seeds the store, retrying while MongoDB is not reachable yet (health stays NOT_SERVING)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
@@ -266,20 +298,64 @@ async def _close_all(closers: list[Closer]) -> None:
         await closers.pop()()
 
 
-async def _run(settings: AgentSettings) -> None:
-    running = await create_server(settings)
+async def _run(settings: AgentSettings, background: bool) -> None:
+    running = await create_server(settings, background=background)
     await serve_until_signal(running, settings.shutdown_grace_seconds)
 
 
 def main() -> None:
-    """Entry point of `python -m agent_svc`: settings once, then serve until SIGTERM/SIGINT."""
+    """Entry point of `python -m agent_svc`: settings once, then serve until SIGTERM/SIGINT.
+
+    With AGENT_SVC_WORKERS above 1 this process also starts the other workers (`worker_main`) on
+    the same port, and stops them when it stops.
+    """
     settings = load_settings(AgentSettings, "agent_svc")
     logs.configure(settings.log_level, settings.log_format, service="agent_svc")
     if settings.dev_mode:
         log.warning(DEV_MODE_WARNING)
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _WORKER_ENTRY, str(index)])  # noqa: S603 - our interpreter, fixed code
+        for index in range(1, settings.worker_count)
+    ]
+    if workers:
+        log.info("worker processes started", workers=settings.worker_count, port=settings.port)
     try:
-        with telemetry.running("agent_svc", settings.host, settings.metrics_port, settings.otlp_endpoint):
-            asyncio.run(_run(settings))
+        _serve(settings, settings.metrics_port, background=True)
+    finally:
+        _stop_workers(workers, settings.shutdown_grace_seconds)
+
+
+def worker_main() -> None:
+    """An extra worker process: the same server on the same port, without the background work."""
+    settings = load_settings(AgentSettings, "agent_svc")
+    logs.configure(settings.log_level, settings.log_format, service="agent_svc")
+    structlog.contextvars.bind_contextvars(worker=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    # Metrics on a port of its own: the configured one belongs to the first process.
+    _serve(settings, 0, background=False)
+
+
+# How the first process starts the others (their stdout and stderr are its own).
+_WORKER_ENTRY = "from agent_svc.app import worker_main; worker_main()"
+
+
+def _serve(settings: AgentSettings, metrics_port: int, *, background: bool) -> None:
+    try:
+        with telemetry.running("agent_svc", settings.host, metrics_port, settings.otlp_endpoint):
+            asyncio.run(_run(settings, background))
     except PyMongoError as err:
         log.error("mongodb unreachable at start-up", error_type=type(err).__name__)
         raise SystemExit(1) from None
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]], grace_seconds: float) -> None:
+    """SIGTERM to each worker (they drain like this process), SIGKILL to any still there after."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds + 5.0
+    for worker in workers:
+        try:
+            worker.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

@@ -7,6 +7,7 @@ configured, the LiveKit dev-server defaults are used and `app.main` says so loud
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, model_validator
@@ -29,6 +30,11 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
 
     host: str = Field(default="127.0.0.1", validation_alias="AGENT_SVC_HOST")
     port: int = Field(default=50051, ge=0, le=65535, validation_alias="AGENT_SVC_PORT")
+    # Server processes sharing AGENT_SVC_PORT (SO_REUSEPORT; the kernel spreads connections over
+    # them): one Python process serves about one core. 0 means one per CPU. The first process also
+    # runs the background work (call records, reconciliation, agent re-dispatch) and serves
+    # AGENT_SVC_METRICS_PORT; the others serve only calls, their metrics on ports of their own.
+    workers: int = Field(default=1, ge=0, le=64, validation_alias="AGENT_SVC_WORKERS")
     # Prometheus metrics on AGENT_SVC_HOST at this port (`/metrics`); 0 picks a free one.
     metrics_port: int = Field(default=9471, ge=0, le=65535, validation_alias="AGENT_SVC_METRICS_PORT")
 
@@ -91,6 +97,17 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
     chat_svc_timeout_seconds: float = Field(
         default=3.0, gt=0, le=60, validation_alias="CHAT_SVC_TIMEOUT_SECONDS"
     )
+    # Conversations whose facts (owner, agent, channel) are kept between tokens while chat_svc's
+    # stream of conversation ends is followed (agent_svc/conversation_cache.py); 0 turns it off and
+    # every token asks chat_svc.
+    conversation_cache_size: int = Field(
+        default=100_000, ge=0, le=10_000_000, validation_alias="AGENT_SVC_CONVERSATION_CACHE_SIZE"
+    )
+
+    @property
+    def worker_count(self) -> int:
+        """How many server processes AGENT_SVC_WORKERS asks for (0: one per CPU)."""
+        return self.workers or os.cpu_count() or 1
 
     @property
     def livekit_dev_defaults(self) -> bool:
@@ -117,6 +134,8 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
             raise ValueError("LIVEKIT_TOKEN_TTL_SECONDS must not be below LIVEKIT_TOKEN_TTL_MIN_SECONDS")
         if not self.livekit_token_ttl_seconds <= self.livekit_token_ttl_max_seconds:
             raise ValueError("LIVEKIT_TOKEN_TTL_SECONDS must not exceed LIVEKIT_TOKEN_TTL_MAX_SECONDS")
+        if self.port == 0 and self.worker_count > 1:
+            raise ValueError("AGENT_SVC_WORKERS above 1 needs a fixed AGENT_SVC_PORT (the workers share it)")
         if not self.chat_svc_address and not self.dev_mode:
             raise ValueError(
                 "CHAT_SVC_ADDRESS must be set: conversation ownership is checked against chat_svc "

@@ -12,6 +12,7 @@ from chat_svc.call_records import CallRecords
 from chat_svc.calls import CallSetup
 from chat_svc.changefeed import ChangeFeed, Disruptions
 from chat_svc.conversations import Conversations
+from chat_svc.ends import ConversationEnds
 from chat_svc.messages import MessageLog
 from chat_svc.replies import AgentWriter, Replies, ReplySettings
 from chat_svc.servicer import ConversationServicer
@@ -98,6 +99,9 @@ async def create_server(
             settings.mongodb_timeout_seconds,
         ),
         replies,
+        ConversationEnds(
+            conversations_feed, settings.watch_keepalive_seconds, settings.mongodb_timeout_seconds
+        ),
     )
     running = await start_server(
         host=settings.host,

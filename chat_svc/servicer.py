@@ -10,7 +10,9 @@ import grpc
 from chat_svc import mapping
 from chat_svc.call_records import CallRecords
 from chat_svc.conversations import Conversations, CreateInput
+from chat_svc.ends import ConversationEnds, Ended, Idle, Opened, Reset
 from chat_svc.messages import MessageLog
+from chat_svc.records import Status
 from chat_svc.replies import Replies
 from chat_svc.transcripts import Transcripts
 from chat_svc.watch import (
@@ -40,6 +42,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
         calls: CallRecords,
         watchers: Watchers,
         replies: Replies,
+        ends: ConversationEnds,
     ) -> None:
         self._conversations = conversations
         self._messages = messages
@@ -47,6 +50,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
         self._calls = calls
         self._watchers = watchers
         self._replies = replies
+        self._ends = ends
 
     async def CreateConversation(  # noqa: N802 - gRPC method name
         self, request: api.CreateConversationRequest, context: Context
@@ -87,6 +91,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
         self, request: api.EndConversationRequest, context: Context
     ) -> api.EndConversationResponse:
         conversation = await self._conversations.end(current_principal(), request.conversation_id)
+        self._ends.announce(conversation.conversation_id)
         return api.EndConversationResponse(conversation=mapping.conversation_to_pb(conversation))
 
     async def SendMessage(  # noqa: N802
@@ -141,6 +146,8 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             request.conversation_id,
             mapping.call_from_pb(request.HasField("call"), request.call),
         )
+        if conversation.status is Status.ENDED:
+            self._ends.announce(conversation.conversation_id)
         return api.RecordCallResponse(conversation=mapping.conversation_to_pb(conversation), applied=applied)
 
     async def WatchConversation(  # noqa: N802
@@ -179,3 +186,16 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
                 yield api.WatchConversationsResponse(
                     call_state_changed=mapping.conversation_to_pb(event.conversation)
                 )
+
+    async def WatchConversationEnds(  # noqa: N802
+        self, request: api.WatchConversationEndsRequest, context: Context
+    ) -> AsyncIterator[api.WatchConversationEndsResponse]:
+        async for event in self._ends.stream(current_principal()):
+            if isinstance(event, Ended):
+                yield api.WatchConversationEndsResponse(conversation_ended=event.conversation_id)
+            elif isinstance(event, Opened):
+                yield api.WatchConversationEndsResponse(opened=api.KeepAlive())
+            elif isinstance(event, Reset):
+                yield api.WatchConversationEndsResponse(reset=api.KeepAlive())
+            elif isinstance(event, Idle):
+                yield api.WatchConversationEndsResponse(keep_alive=api.KeepAlive())

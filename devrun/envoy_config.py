@@ -46,6 +46,8 @@ INTERNAL_METHODS = (
     f"/{AGENT_SERVICE}/GenerateReply",
     f"/{AGENT_SERVICE}/GenerateSummary",
     f"/{CONVERSATION_SERVICE}/RecordCall",
+    # agent_svc's cache follows conversation ends; users have no use for every user's ends.
+    f"/{CONVERSATION_SERVICE}/WatchConversationEnds",
 )
 
 CORS_ALLOW_HEADERS = (

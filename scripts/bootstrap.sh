@@ -104,6 +104,13 @@ if [ "$profile" = "dev" ]; then
     npm ci --no-audit --no-fund --loglevel=error
     touch "$npm_stamp"
   fi
+  # bench token's reference server (the seed's Express stack) and its load generator (autocannon).
+  bench_stamp="$stamp_dir/npm-bench-$(sha256sum bench/reference/package-lock.json | cut -c1-16)"
+  if [ ! -f "$bench_stamp" ] || [ ! -d bench/reference/node_modules/autocannon ]; then
+    echo "bootstrap: installing npm packages for bench/reference"
+    (cd bench/reference && npm ci --no-audit --no-fund --loglevel=error)
+    touch "$bench_stamp"
+  fi
 fi
 # The browser page (web/). `run` needs its build tools (the page's dependencies, vite and typescript
 # included); `dev` adds the lint tools and playwright-core, which drives Chromium in the web tests.

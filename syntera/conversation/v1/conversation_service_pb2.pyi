@@ -751,3 +751,62 @@ class WatchConversationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___WatchConversationsResponse: _TypeAlias = WatchConversationsResponse  # noqa: Y015
+
+@_typing.final
+class WatchConversationEndsRequest(_message.Message):
+    """Request for `WatchConversationEnds`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchConversationEndsRequest: _TypeAlias = WatchConversationEndsRequest  # noqa: Y015
+
+@_typing.final
+class WatchConversationEndsResponse(_message.Message):
+    """One event of `WatchConversationEnds`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPENED_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ENDED_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
+    KEEP_ALIVE_FIELD_NUMBER: _builtins.int
+    conversation_ended: _builtins.str
+    """A conversation ended: its id."""
+    @_builtins.property
+    def opened(self) -> Global___KeepAlive:
+        """The stream is live: every conversation that ends from now on is sent."""
+
+    @_builtins.property
+    def reset(self) -> Global___KeepAlive:
+        """Ends may have been missed: forget what was learnt before this event."""
+
+    @_builtins.property
+    def keep_alive(self) -> Global___KeepAlive:
+        """Nothing happened for a while."""
+
+    def __init__(
+        self,
+        *,
+        opened: Global___KeepAlive | None = ...,
+        conversation_ended: _builtins.str = ...,
+        reset: Global___KeepAlive | None = ...,
+        keep_alive: Global___KeepAlive | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive", "opened", b"opened", "reset", b"reset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ended", b"conversation_ended", "event", b"event", "keep_alive", b"keep_alive", "opened", b"opened", "reset", b"reset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["opened", "conversation_ended", "reset", "keep_alive"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchConversationEndsResponse: _TypeAlias = WatchConversationEndsResponse  # noqa: Y015

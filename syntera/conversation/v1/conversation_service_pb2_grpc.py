@@ -96,6 +96,11 @@ class ConversationServiceStub:
                 request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationsRequest.SerializeToString,
                 response_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationsResponse.FromString,
                 _registered_method=True)
+        self.WatchConversationEnds = channel.unary_stream(
+                '/syntera.conversation.v1.ConversationService/WatchConversationEnds',
+                request_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationEndsRequest.SerializeToString,
+                response_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationEndsResponse.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -205,6 +210,17 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchConversationEnds(self, request, context):
+        """Streams the ids of conversations as they end, every user's. Service callers only (agent_svc,
+        which caches what never changes about a conversation and must forget it once the conversation
+        ends); not reachable through the public edge. The first event, `opened`, says the stream is
+        live: every end from then on is sent. `reset` says ends may have been missed (the store's
+        change stream was reopened): forget everything learnt before it. Keep-alives follow while idle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +278,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.WatchConversations,
                     request_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationsRequest.FromString,
                     response_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationsResponse.SerializeToString,
+            ),
+            'WatchConversationEnds': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchConversationEnds,
+                    request_deserializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationEndsRequest.FromString,
+                    response_serializer=syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationEndsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -568,6 +589,33 @@ class ConversationService:
             '/syntera.conversation.v1.ConversationService/WatchConversations',
             syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationsRequest.SerializeToString,
             syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchConversationEnds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/syntera.conversation.v1.ConversationService/WatchConversationEnds',
+            syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationEndsRequest.SerializeToString,
+            syntera_dot_conversation_dot_v1_dot_conversation__service__pb2.WatchConversationEndsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,13 @@ class ConversationServiceStub:
     """Streams the caller's conversation created and ended events, and changes of their calls' state,
     as they happen. A first keep-alive confirms the subscription; more follow while idle.
     """
+    WatchConversationEnds: _grpc.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationEndsRequest, _conversation_service_pb2.WatchConversationEndsResponse]
+    """Streams the ids of conversations as they end, every user's. Service callers only (agent_svc,
+    which caches what never changes about a conversation and must forget it once the conversation
+    ends); not reachable through the public edge. The first event, `opened`, says the stream is
+    live: every end from then on is sent. `reset` says ends may have been missed (the store's
+    change stream was reopened): forget everything learnt before it. Keep-alives follow while idle.
+    """
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -150,6 +157,13 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     WatchConversations: _aio.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationsRequest, _conversation_service_pb2.WatchConversationsResponse]  # type: ignore[assignment]
     """Streams the caller's conversation created and ended events, and changes of their calls' state,
     as they happen. A first keep-alive confirms the subscription; more follow while idle.
+    """
+    WatchConversationEnds: _aio.UnaryStreamMultiCallable[_conversation_service_pb2.WatchConversationEndsRequest, _conversation_service_pb2.WatchConversationEndsResponse]  # type: ignore[assignment]
+    """Streams the ids of conversations as they end, every user's. Service callers only (agent_svc,
+    which caches what never changes about a conversation and must forget it once the conversation
+    ends); not reachable through the public edge. The first event, `opened`, says the stream is
+    live: every end from then on is sent. `reset` says ends may have been missed (the store's
+    change stream was reopened): forget everything learnt before it. Keep-alives follow while idle.
     """
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -275,6 +289,19 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_conversation_service_pb2.WatchConversationsResponse], _abc.AsyncIterator[_conversation_service_pb2.WatchConversationsResponse]]:
         """Streams the caller's conversation created and ended events, and changes of their calls' state,
         as they happen. A first keep-alive confirms the subscription; more follow while idle.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchConversationEnds(
+        self,
+        request: _conversation_service_pb2.WatchConversationEndsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_conversation_service_pb2.WatchConversationEndsResponse], _abc.AsyncIterator[_conversation_service_pb2.WatchConversationEndsResponse]]:
+        """Streams the ids of conversations as they end, every user's. Service callers only (agent_svc,
+        which caches what never changes about a conversation and must forget it once the conversation
+        ends); not reachable through the public edge. The first event, `opened`, says the stream is
+        live: every end from then on is sent. `reset` says ends may have been missed (the store's
+        change stream was reopened): forget everything learnt before it. Keep-alives follow while idle.
         """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
