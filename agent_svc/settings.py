@@ -1,7 +1,7 @@
 """agent_svc settings, read from the environment once at start-up.
 
-LiveKit configuration follows the seed's `validateLiveKitConfig`: the URL must be `wss://` (or `ws://`
-for a local server), and credentials are required outside dev mode. In dev mode with nothing
+LiveKit configuration: the URL must be `wss://` (or `ws://` for a local server), and credentials
+are required outside dev mode. In dev mode with nothing
 configured, the LiveKit dev-server defaults are used and `app.main` says so loudly.
 """
 
@@ -65,8 +65,8 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
         default=5.0, gt=0, le=60, validation_alias="LIVEKIT_API_TIMEOUT_SECONDS"
     )
 
-    # The deployment's call limits (see agent_svc/quota.py); 0 means unlimited. Defaults: LiveKit's
-    # free tier, which the seed runs on.
+    # The deployment's call limits (see agent_svc/quota.py); 0 means unlimited. Defaults: the limits
+    # of LiveKit's free tier, which counts per project.
     quota_max_concurrent_agent_sessions: int = Field(
         default=5, ge=0, le=100_000, validation_alias="QUOTA_MAX_CONCURRENT_AGENT_SESSIONS"
     )

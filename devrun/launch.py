@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Mapping
@@ -13,11 +12,6 @@ from devrun.processes import ManagedProcess
 from devrun.readiness import envoy_ready, grpc_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def package_present(package: str) -> bool:
-    """True when `python -m package` would run (a service another issue adds may not exist yet)."""
-    return importlib.util.find_spec(package) is not None
 
 
 def child_env(overrides: Mapping[str, str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 from devrun.edge_limits import EdgeLimits
 from devrun.envoy_config import EdgeConfig
-from devrun.launch import ROOT, child_env, package_present, spawn_envoy, spawn_grpc_service
+from devrun.launch import ROOT, child_env, spawn_envoy, spawn_grpc_service
 from devrun.livekit_server import (
     LiveKitKeys,
     LiveKitServerConfig,
@@ -239,7 +239,7 @@ def start_mesh(
     jwt_secret: str,
     service_jwt_secret: str | None = None,
     database: str | None = None,
-    with_chat: bool | None = None,
+    with_chat: bool = True,
     with_envoy: bool = True,
     with_worker: bool = False,
     livekit: LiveKitLauncher | None = None,
@@ -257,7 +257,8 @@ def start_mesh(
         service_jwt_secret: The secret services sign their tokens for each other with; a fresh
             one when None (`Mesh.service_jwt_secret` has it).
         database: MongoDB database name; a fresh one when None.
-        with_chat: Start chat_svc; None means "when the chat_svc package exists".
+        with_chat: Start chat_svc (without it, agent_svc runs in dev mode: it has no one to ask
+            about conversation ownership).
         with_envoy: Start Envoy.
         with_worker: Start the voice worker (needs the real LiveKit server).
         livekit: None for the real LiveKit server, or what starts another in its place.
@@ -270,8 +271,6 @@ def start_mesh(
     Returns:
         The running mesh; call `close()`.
     """
-    if with_chat is None:
-        with_chat = package_present(CHAT_SVC)
     if with_worker and livekit is not None:
         raise ValueError("the voice worker needs the real LiveKit server")
     workdir.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ class MeshFactory(Protocol):
         self,
         *,
         database: str | None = None,
-        with_chat: bool | None = None,
+        with_chat: bool = True,
         with_envoy: bool = True,
         with_worker: bool = False,
         standin: bool = False,
@@ -113,7 +113,7 @@ def start_test_mesh(
     workdir: Path,
     *,
     database: str | None = None,
-    with_chat: bool | None = None,
+    with_chat: bool = True,
     with_envoy: bool = True,
     with_worker: bool = False,
     standin: bool = False,
@@ -143,7 +143,7 @@ def start_test_mesh(
 
 @pytest.fixture(scope="session")
 def mesh(store: StoreLike, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """One mesh for the whole session (chat_svc included when it exists). Do not stop its processes."""
+    """One mesh for the whole session, chat_svc included. Do not stop its processes."""
     running = start_test_mesh(store, tmp_path_factory.mktemp("mesh"))
     yield running
     running.close()
@@ -157,7 +157,7 @@ def mesh_factory(store: StoreLike, tmp_path: Path) -> Iterator[MeshFactory]:
     def factory(
         *,
         database: str | None = None,
-        with_chat: bool | None = None,
+        with_chat: bool = True,
         with_envoy: bool = True,
         with_worker: bool = False,
         standin: bool = False,
