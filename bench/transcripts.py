@@ -1,112 +1,364 @@
-"""Transcript path: N conversations each reporting segments at a fixed rate, one watcher each.
+"""Live transcripts on the user's path: the worker reports a turn, the page's watch stream shows it.
 
-Prints p50/p99 from the ReportTranscript call to delivery at the watcher, and segments lost.
-`python -m bench.transcripts [--conversations 100] [--rate 4] [--seconds 10]`
+What is measured, per run (20 and 100 calls by default, 4 segments a second each, 10 s):
+
+- **Reports** go the way the voice worker sends them: each call has its own outbox file, an
+  `OutboxSender` and a `ChatTranscriptSink` (voice_worker.sender / voice_worker.clients) with the
+  worker's service token, straight to chat_svc's gRPC port as `CHAT_SVC_ADDRESS` points the worker
+  (not through Envoy, which does not route ReportTranscript).
+- **Watches** go the way the page's do: `WatchConversation` through Envoy (native gRPC on the
+  edge listener), one per call, with that call's user token.
+- **report -> delivery**: from the moment the sender hands a segment to ReportTranscript to the
+  moment the watcher reads its final message off the stream; also turn -> delivery, from the
+  moment the turn was written to the outbox (what a caller waits for, the sender's wake-up included).
+- **lost**: segments reported but never delivered; **doubled**: a message revision delivered twice.
+
+The mesh (store seeded with 10,000 conversations / 100,000 messages, LiveKit, agent_svc, chat_svc,
+Envoy) runs as `make run` runs it, at log level INFO. Reporters and watchers each run in a process
+of their own, apart from everything they measure. Both use one clock (CLOCK_MONOTONIC).
+
+`.venv/bin/python -m bench transcripts`, or `python -m bench.transcripts [--calls 20 100]
+[--rate 4] [--seconds 10] [--seed-conversations N] [--seed-messages M]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import time
+import json
+import os
+import sys
+import tempfile
 import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 
-from bench._chat_mesh import chat_mesh
-from bench.identity import as_service, as_user
+from bench._chat_mesh import (
+    SEED_CONVERSATIONS,
+    SEED_MESSAGES,
+    ChatMesh,
+    CpuMeter,
+    LoadProcess,
+    chat_mesh,
+    emit,
+    load_average,
+    monotonic_ms,
+    next_command,
+)
+from bench.identity import as_user
 from bench.stats import percentile
+from servicekit import logs
+from servicekit.client import ServiceCredentials
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as pb
+from voice_worker.clients import SERVICE_NAME, ChatTranscriptSink
+from voice_worker.outbox import Outbox, outbox_path
+from voice_worker.segments import Segment
+from voice_worker.sender import OutboxSender
+
+# The worker's own RPC deadline default (VOICE_WORKER_RPC_TIMEOUT_SECONDS).
+_REPORT_TIMEOUT_SECONDS = 5.0
+_SERVICE_SECRET_ENV = "BENCH_SERVICE_JWT_SECRET"
+_SETTLE_SECONDS = 3.0
 
 
-async def _one(
-    stub: api_grpc.ConversationServiceAsyncStub,
-    user: str,
-    rate: float,
-    seconds: float,
-    latencies: list[float],
-) -> tuple[int, int]:
-    created = await stub.CreateConversation(
-        api.CreateConversationRequest(
-            agent_id="default", channel=pb.CHANNEL_VOICE, request_id=uuid.uuid4().hex
-        ),
-        metadata=as_user(user),
-        timeout=30,
-    )
-    conversation_id = created.conversation.conversation_id
-    sent_at: dict[str, float] = {}
-    received: set[str] = set()
-    call = stub.WatchConversation(
-        api.WatchConversationRequest(conversation_id=conversation_id), metadata=as_user(user)
-    )
-    opened = asyncio.Event()
+# ----------------------------------------------------------------------------- the reporter process
 
-    async def watch() -> None:
-        async for event in call:
-            kind = event.WhichOneof("event")
-            if kind == "keep_alive":
-                opened.set()
-            elif kind == "message" and event.message.final and event.message.segment_id not in received:
-                received.add(event.message.segment_id)
-                latencies.append(time.perf_counter() - sent_at[event.message.segment_id])
 
-    watcher = asyncio.create_task(watch())
-    await asyncio.wait_for(opened.wait(), 30)
-    count = int(rate * seconds)
-    started = time.monotonic()
-    for n in range(count):
-        # Open loop: segment n is due at n / rate whatever the previous reports took, as speech is.
-        await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
-        segment_id = f"seg-{n}"
-        sent_at[segment_id] = time.perf_counter()
-        await stub.ReportTranscript(
-            api.ReportTranscriptRequest(
-                conversation_id=conversation_id,
-                segments=[
-                    pb.TranscriptSegment(
-                        segment_id=segment_id, role=pb.ROLE_USER, text=f"turn {n}", final=True
-                    )
-                ],
-            ),
-            metadata=as_service(),
-            timeout=30,
+class _TimedSink:
+    """The worker's sink, noting when each segment first went out (the report's start)."""
+
+    def __init__(self, sink: ChatTranscriptSink, sent: dict[str, float], took: list[float]) -> None:
+        self._sink = sink
+        self._sent = sent
+        self._took = took
+
+    async def report(self, conversation_id: str, segments: Any, call_metadata: Any = None) -> None:
+        now = monotonic_ms()
+        for segment in segments:
+            self._sent.setdefault(segment.segment_id, now)
+        await self._sink.report(conversation_id, segments, call_metadata)
+        self._took.append(monotonic_ms() - now)
+
+
+async def _report(conversations: list[str], chat_addr: str, rate: float, seconds: float) -> None:
+    credentials = ServiceCredentials(os.environ[_SERVICE_SECRET_ENV], SERVICE_NAME)
+    with tempfile.TemporaryDirectory(prefix="bench-outbox-") as folder:
+        sinks = [ChatTranscriptSink(chat_addr, credentials, _REPORT_TIMEOUT_SECONDS) for _ in conversations]
+        sent: dict[str, float] = {}
+        written: dict[str, float] = {}
+        took: list[float] = []
+        calls = []
+        for n, (conversation_id, sink) in enumerate(zip(conversations, sinks, strict=True)):
+            outbox = Outbox(outbox_path(Path(folder), f"call-{n}"))
+            sender = OutboxSender(outbox, _TimedSink(sink, sent, took), call_metadata={"providers": "bench"})
+            sender.start()
+            calls.append((conversation_id, outbox, sender))
+        emit({"ready": len(calls)})
+        await next_command()  # go
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def speak(index: int, conversation_id: str, outbox: Outbox, sender: OutboxSender) -> None:
+            # Calls start spread over one period, as real calls do not speak in lockstep.
+            offset = index / len(calls) / rate
+            for n in range(int(rate * seconds)):
+                # Open loop: turn n is due at its time whatever the previous reports took.
+                await asyncio.sleep(max(0.0, started + offset + n / rate - loop.time()))
+                segment_id = f"{conversation_id}:user:{n}"
+                written[segment_id] = monotonic_ms()
+                outbox.put(conversation_id, Segment(segment_id, "user", f"turn {n}", final=True))
+                sender.notify()
+
+        await asyncio.gather(*(speak(i, *call) for i, call in enumerate(calls)))
+        flushed = await asyncio.gather(*(sender.flush(30) for _, _, sender in calls))
+        failed = sum(sender.failed_attempts for _, _, sender in calls)
+        for _, outbox, sender in calls:
+            await sender.aclose()
+            outbox.close()
+        for sink in sinks:
+            await sink.aclose()
+        emit(
+            {
+                "sent": sent,
+                "written": written,
+                "unflushed": sum(not f for f in flushed),
+                "failed_attempts": failed,
+                "report_p50": percentile(took, 50),
+                "report_p99": percentile(took, 99),
+                "batches": len(took),
+            }
         )
-    deadline = time.monotonic() + 30
-    while len(received) < count and time.monotonic() < deadline:  # noqa: ASYNC110 - polls state another task fills in
-        await asyncio.sleep(0.05)
-    call.cancel()
-    await asyncio.gather(watcher, return_exceptions=True)
-    return count, len(received)
 
 
-async def run(conversations: int, rate: float, seconds: float) -> None:
-    async with chat_mesh() as target, grpc.aio.insecure_channel(target) as channel:
+# ------------------------------------------------------------------------------ the watcher process
+
+
+async def _watch(calls: list[tuple[str, str]], envoy_addr: str) -> None:
+    received: dict[str, float] = {}
+    revisions: Counter[tuple[str, int, int]] = Counter()
+    errors: list[str] = []
+    opened = 0
+    all_open = asyncio.Event()
+    async with grpc.aio.insecure_channel(envoy_addr) as channel:
         stub = api_grpc.ConversationServiceStub(channel)
-        latencies: list[float] = []
-        started = time.perf_counter()
-        results = await asyncio.gather(
-            *(_one(stub, f"user{n}", rate, seconds, latencies) for n in range(conversations))
-        )
-        elapsed = time.perf_counter() - started
-        sent = sum(r[0] for r in results)
-        got = sum(r[1] for r in results)
-        print(f"transcripts: {conversations} conversations x {rate}/s for {seconds}s (wall {elapsed:.1f}s)")
-        print(f"  segments reported {sent}, delivered {got}, lost {sent - got}")
-        print(
-            f"  report->delivery p50 {percentile(latencies, 50) * 1000:.1f} ms, "
-            f"p99 {percentile(latencies, 99) * 1000:.1f} ms"
-        )
+
+        async def follow(conversation_id: str, user: str) -> None:
+            nonlocal opened
+            first = True
+            stream = stub.WatchConversation(
+                api.WatchConversationRequest(conversation_id=conversation_id), metadata=as_user(user)
+            )
+            try:
+                async for event in stream:
+                    kind = event.WhichOneof("event")
+                    if kind == "keep_alive" and first:
+                        first = False
+                        opened += 1
+                        if opened == len(calls):
+                            all_open.set()
+                    elif kind == "message":
+                        message = event.message
+                        revisions[(conversation_id, message.seq, message.revision)] += 1
+                        if message.final:
+                            received.setdefault(message.segment_id, monotonic_ms())
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.CANCELLED:
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+
+        tasks = [asyncio.create_task(follow(c, u)) for c, u in calls]
+        try:
+            await asyncio.wait_for(all_open.wait(), 60)
+        except TimeoutError:
+            emit({"error": f"only {opened} of {len(calls)} watch streams opened", "errors": errors[:5]})
+            return
+        emit({"ready": opened})
+        await next_command()  # stop
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    doubled = sum(count - 1 for count in revisions.values() if count > 1)
+    emit({"received": received, "doubled": doubled, "errors": errors})
+
+
+# ------------------------------------------------------------------------------------ the benchmark
+
+
+@dataclass(frozen=True)
+class Figures:
+    calls: int
+    reported: int
+    delivered: int
+    lost: int
+    doubled: int
+    report_p50: float
+    report_p99: float
+    turn_p50: float
+    turn_p99: float
+    steady_p50: float
+    steady_p99: float
+    failed_attempts: int
+    watch_errors: list[str]
+    cpu: str
+    rpc: str
+
+
+async def _create(target: ChatMesh, calls: int) -> list[tuple[str, str]]:
+    """`calls` VOICE conversations, each its own user's, created through Envoy as the page does."""
+    created: list[tuple[str, str]] = []
+    async with grpc.aio.insecure_channel(target.envoy_addr) as channel:
+        stub = api_grpc.ConversationServiceStub(channel)
+        for n in range(calls):
+            user = f"bench-caller-{n}"
+            response = await stub.CreateConversation(
+                api.CreateConversationRequest(
+                    agent_id="default", channel=pb.CHANNEL_VOICE, request_id=uuid.uuid4().hex
+                ),
+                metadata=as_user(user),
+                timeout=30,
+            )
+            created.append((response.conversation.conversation_id, user))
+    return created
+
+
+async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -> Figures:
+    created = await _create(target, calls)
+    logs = target.workdir / "load"
+    watcher = LoadProcess(
+        "bench.transcripts",
+        ["watch", "--target", target.envoy_addr, "--calls", json.dumps(created)],
+        logs / f"watchers-{calls}.log",
+    )
+    reporter = LoadProcess(
+        "bench.transcripts",
+        [
+            "report",
+            "--target",
+            target.chat_addr,
+            "--conversations",
+            json.dumps([c for c, _ in created]),
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+        ],
+        logs / f"reporters-{calls}.log",
+        env={_SERVICE_SECRET_ENV: target.mesh.service_jwt_secret},
+    )
+    try:
+        ready = await watcher.line(90)
+        if "error" in ready:
+            raise RuntimeError(f"watchers: {ready}")
+        await reporter.line(60)
+        meter = CpuMeter({**target.pids(), "reporters": reporter.pid, "watchers": watcher.pid})
+        meter.start()
+        reporter.send({"go": True})
+        reported = await reporter.line(seconds + 120)
+        cpu = meter.report()
+        # Every report was acknowledged; a delivery that has not come after this counts as lost.
+        await asyncio.sleep(_SETTLE_SECONDS)
+        watcher.send({"stop": True})
+        received = await watcher.line(60)
+    finally:
+        watcher.close()
+        reporter.close()
+    sent: dict[str, float] = reported["sent"]
+    written: dict[str, float] = reported["written"]
+    got: dict[str, float] = received["received"]
+    report_latencies = [(got[s] - sent[s]) / 1000 for s in sent if s in got]
+    turn_latencies = [(got[s] - written[s]) / 1000 for s in written if s in got]
+    # The first second separately: every call's first turn (the conversation looked up, the call
+    # metadata merged) and the client pools filling land there; a call does that once.
+    first = min(written.values(), default=0.0) + 1000
+    steady = [(got[s] - sent[s]) / 1000 for s in sent if s in got and written[s] >= first]
+    return Figures(
+        calls=calls,
+        reported=len(written),
+        delivered=sum(1 for s in written if s in got),
+        lost=sum(1 for s in written if s not in got),
+        doubled=int(received["doubled"]),
+        report_p50=percentile(report_latencies, 50) * 1000,
+        report_p99=percentile(report_latencies, 99) * 1000,
+        turn_p50=percentile(turn_latencies, 50) * 1000,
+        turn_p99=percentile(turn_latencies, 99) * 1000,
+        steady_p50=percentile(steady, 50) * 1000,
+        steady_p99=percentile(steady, 99) * 1000,
+        failed_attempts=int(reported["failed_attempts"]),
+        watch_errors=list(received["errors"])[:5],
+        cpu=cpu,
+        rpc=(
+            f"{reported['batches']} ReportTranscript calls, p50 {reported['report_p50']:.1f} ms, "
+            f"p99 {reported['report_p99']:.1f} ms"
+        ),
+    )
+
+
+async def run(
+    calls: list[int], rate: float, seconds: float, seed_conversations: int, seed_messages: int
+) -> int:
+    print(f"transcripts: {load_average()} before the mesh starts", flush=True)
+    failed = 0
+    async with chat_mesh(seed_conversations=seed_conversations, seed_messages=seed_messages) as target:
+        print(f"  {target.seeded}; services at log level INFO; Envoy access log on", flush=True)
+        for count in calls:
+            figures = await _run_once(target, count, rate, seconds)
+            print(
+                f"  {count} calls x {rate:g} segments/s for {seconds:g} s ({load_average()} after):\n"
+                f"    reported {figures.reported}, delivered {figures.delivered}, "
+                f"lost {figures.lost}, doubled {figures.doubled}, "
+                f"report retries {figures.failed_attempts}\n"
+                f"    report -> delivery p50 {figures.report_p50:.1f} ms, p99 {figures.report_p99:.1f} ms\n"
+                f"    after the first second: report -> delivery p50 {figures.steady_p50:.1f} ms, "
+                f"p99 {figures.steady_p99:.1f} ms\n"
+                f"    turn written -> delivery p50 {figures.turn_p50:.1f} ms, p99 {figures.turn_p99:.1f} ms\n"
+                f"    {figures.rpc}\n"
+                f"    CPU (share of one core while reporting): {figures.cpu}",
+                flush=True,
+            )
+            if figures.watch_errors:
+                print(f"    watch errors: {figures.watch_errors}", flush=True)
+            failed += int(bool(figures.lost or figures.doubled or figures.watch_errors))
+    return 1 if failed else 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--conversations", type=int, default=100)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="role")
+    report = sub.add_parser("report", help="(internal) the reporters' process")
+    report.add_argument("--target", required=True)
+    report.add_argument("--conversations", required=True)
+    report.add_argument("--rate", type=float, required=True)
+    report.add_argument("--seconds", type=float, required=True)
+    watch = sub.add_parser("watch", help="(internal) the watchers' process")
+    watch.add_argument("--target", required=True)
+    watch.add_argument("--calls", required=True)
+    parser.add_argument("--calls", type=int, nargs="+", default=[20, 100], dest="call_counts")
     parser.add_argument("--rate", type=float, default=4.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seed-conversations", type=int, default=SEED_CONVERSATIONS)
+    parser.add_argument("--seed-messages", type=int, default=SEED_MESSAGES)
     args = parser.parse_args()
-    asyncio.run(run(args.conversations, args.rate, args.seconds))
+    if args.role is not None:
+        # As the worker logs (JSON at INFO); its lines go to the load log, not the figures.
+        logs.configure("INFO", "json", service=f"bench-{args.role}")
+    if args.role == "report":
+        asyncio.run(_report(json.loads(args.conversations), args.target, args.rate, args.seconds))
+    elif args.role == "watch":
+        calls = [(c, u) for c, u in json.loads(args.calls)]
+        asyncio.run(_watch(calls, args.target))
+    else:
+        sys.exit(
+            asyncio.run(
+                run(args.call_counts, args.rate, args.seconds, args.seed_conversations, args.seed_messages)
+            )
+        )
 
 
 if __name__ == "__main__":

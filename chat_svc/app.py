@@ -85,6 +85,9 @@ async def create_server(
     replies = Replies(collections, conversations, messages, writer, reply_settings(settings))
     await replies.ensure_indexes()
     messages.on_sent(replies.on_message)
+    # This replica's own message writes reach its watchers at once; the change feed still brings
+    # every write (this replica's again, de-duplicated by revision, and the other replicas').
+    messages.on_written(messages_feed.publish)
     servicer = ConversationServicer(
         conversations,
         messages,
@@ -97,6 +100,7 @@ async def create_server(
             conversations_feed,
             settings.watch_keepalive_seconds,
             settings.mongodb_timeout_seconds,
+            settings.watch_max_per_user,
         ),
         replies,
         ConversationEnds(

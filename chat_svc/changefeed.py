@@ -151,6 +151,18 @@ class ChangeFeed:
             if not subscriptions:
                 del self._subscribers[key]
 
+    def publish(self, operation: str, document: Document) -> None:
+        """Hands a write this process just made, once the store acknowledged it, to local subscribers.
+
+        Watchers on this replica then see it without waiting for the stream's next poll. The stream
+        stays the truth: it brings the same change again (and to every other replica), and watchers
+        keep a change only if its revision is newer than what they already sent.
+        """
+        item = Change(self._name, operation, document)
+        for key in self._keys(document):
+            for subscription in list(self._subscribers.get(key, ())):
+                subscription.put(item)
+
     async def wait_open(self, limit_seconds: float) -> None:
         """Returns once the stream is open; UNAVAILABLE if it cannot be opened in time."""
         try:

@@ -13,7 +13,13 @@ from pymongo.errors import DuplicateKeyError
 from chat_svc import paging
 from chat_svc.calls import CallSetup
 from chat_svc.records import Call, CallState, Channel, Conversation, JoinGrant, Status, now_us
-from chat_svc.store import Collections, conversation_from_doc, conversation_to_doc, store_errors
+from chat_svc.store import (
+    Collections,
+    conversation_from_doc,
+    conversation_to_doc,
+    in_conversation,
+    store_errors,
+)
 from chat_svc.validation import TITLE_MAX, check_id, check_page_size, check_request_id
 from servicekit.auth import Principal
 from servicekit.errors import DomainError, Violations, not_found, permission_denied
@@ -89,7 +95,7 @@ class Conversations:
         """`last_seq` is derived from the messages themselves, never stored as a second truth."""
         with store_errors():
             top = await self._c.messages.find_one(
-                {"conversation_id": conversation.conversation_id},
+                in_conversation(conversation.conversation_id),
                 sort=[("seq", DESCENDING)],
                 projection={"seq": True},
             )

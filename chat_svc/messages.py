@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from chat_svc import paging
 from chat_svc.conversations import Conversations
 from chat_svc.records import Conversation, Message, Role, Source, Status, now_us
-from chat_svc.store import Collections, Document, message_from_doc, store_errors
+from chat_svc.store import Collections, Document, in_conversation, message_from_doc, store_errors
 from chat_svc.validation import MESSAGE_TEXT_MAX, check_id, check_page_size, check_request_id, is_blank
 from servicekit.auth import Principal
 from servicekit.errors import DomainError, ErrorKind, Violations, failed_precondition
@@ -33,6 +33,9 @@ _SEQ_HINTS_MAX = 10_000
 # Told about every sent message, new (True) or a retry's stored one (False), before SendMessage
 # answers: the agent's reply starts here (chat_svc.replies). Must not raise.
 SentListener = Callable[[Principal, Conversation, Message, bool], Awaitable[None]]
+# Told about every message write the store acknowledged, with the operation ("insert", "update")
+# and the document as now stored: the watchers of this replica get it at once. Must not raise.
+WriteListener = Callable[[str, Document], None]
 
 
 class MessageLog:
@@ -50,10 +53,20 @@ class MessageLog:
         # hint just fails on the unique index and falls back to reading the highest seq.
         self._seq_hints: dict[str, int] = {}
         self._listeners: list[SentListener] = []
+        self._written: list[WriteListener] = []
 
     def on_sent(self, listener: SentListener) -> None:
         """Calls `listener` after every SendMessage has stored (or found) its message."""
         self._listeners.append(listener)
+
+    def on_written(self, listener: WriteListener) -> None:
+        """Calls `listener` after each message insert or update made through this log."""
+        self._written.append(listener)
+
+    def written(self, operation: str, doc: Document) -> None:
+        """Tells the write listeners that `doc` is stored (after the store acknowledged it)."""
+        for listener in self._written:
+            listener(operation, doc)
 
     async def append(
         self, conversation_id: str, build: Callable[[int], Document], unique_key: tuple[str, str] | None
@@ -70,7 +83,7 @@ class MessageLog:
             else:
                 with store_errors():
                     top = await self._c.messages.find_one(
-                        {"conversation_id": conversation_id},
+                        in_conversation(conversation_id),
                         sort=[("seq", DESCENDING)],
                         projection={"seq": True},
                     )
@@ -88,13 +101,14 @@ class MessageLog:
             if len(self._seq_hints) >= _SEQ_HINTS_MAX:
                 self._seq_hints.clear()
             self._seq_hints[conversation_id] = seq + 1
+            self.written("insert", doc)
             return doc, True
         log.warning("seq allocation contended", conversation_id=conversation_id)
         raise DomainError(ErrorKind.UNAVAILABLE, "SEQ_CONTENTION", "too many concurrent writers; try again")
 
     async def find_by(self, conversation_id: str, field: str, value: str) -> Document | None:
         with store_errors():
-            return await self._c.messages.find_one({"conversation_id": conversation_id, field: value})
+            return await self._c.messages.find_one({**in_conversation(conversation_id), field: value})
 
     async def send(self, principal: Principal, conversation_id: str, text: str, request_id: str) -> Message:
         """Stores a typed message; idempotent on `request_id`."""
@@ -173,7 +187,7 @@ class MessageLog:
         limit = page_size or self._page_size
         with store_errors():
             docs = (
-                await self._c.messages.find({"conversation_id": conversation_id, "seq": {"$gt": start}})
+                await self._c.messages.find({**in_conversation(conversation_id), "seq": {"$gt": start}})
                 .sort("seq", ASCENDING)
                 .limit(limit + 1)
                 .to_list()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -154,19 +155,21 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
         self, request: api.WatchConversationRequest, context: Context
     ) -> AsyncIterator[api.WatchConversationResponse]:
         events = self._watchers.conversation(current_principal(), request.conversation_id, request.after_seq)
-        async for event in events:
-            if isinstance(event, MessageChanged):
-                yield api.WatchConversationResponse(message=mapping.message_to_pb(event.message))
-            elif isinstance(event, ConversationEnded):
-                yield api.WatchConversationResponse(
-                    conversation_ended=api.ConversationEnded(
-                        conversation=mapping.conversation_to_pb(event.conversation)
+        # Closed here, not whenever it is collected: it holds the user's place among their watches.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, MessageChanged):
+                    yield api.WatchConversationResponse(message=mapping.message_to_pb(event.message))
+                elif isinstance(event, ConversationEnded):
+                    yield api.WatchConversationResponse(
+                        conversation_ended=api.ConversationEnded(
+                            conversation=mapping.conversation_to_pb(event.conversation)
+                        )
                     )
-                )
-            elif isinstance(event, KeepAlive):
-                yield api.WatchConversationResponse(keep_alive=api.KeepAlive())
-            elif isinstance(event, CallChanged):
-                yield api.WatchConversationResponse(call_updated=mapping.call_to_pb(event.call))
+                elif isinstance(event, KeepAlive):
+                    yield api.WatchConversationResponse(keep_alive=api.KeepAlive())
+                elif isinstance(event, CallChanged):
+                    yield api.WatchConversationResponse(call_updated=mapping.call_to_pb(event.call))
 
     async def WatchConversations(  # noqa: N802
         self, request: api.WatchConversationsRequest, context: Context

@@ -24,6 +24,9 @@ class ChatSettings(CommonSettings):
     watch_keepalive_seconds: float = Field(
         default=15.0, gt=0, le=300, validation_alias="WATCH_KEEPALIVE_SECONDS"
     )
+    # Conversation watch streams one user may hold open at once on one replica (tabs, devices);
+    # more is RESOURCE_EXHAUSTED with a QuotaFailure. Services are not counted. 0: no limit.
+    watch_max_per_user: int = Field(default=20, ge=0, le=10_000, validation_alias="WATCH_MAX_PER_USER")
     # Real MongoDB blocks in getMore for up to this long; the embedded store answers at once, so the
     # feed sleeps this long between empty polls. It bounds the added delivery latency.
     change_stream_poll_seconds: float = Field(

@@ -96,6 +96,18 @@ async def ensure_indexes(collections: Collections) -> None:
     )
 
 
+def in_conversation(conversation_id: str) -> Document:
+    """The filter on a message's conversation, as every messages query should start.
+
+    `{"$eq": id}` means exactly what `id` alone means to MongoDB and uses the same
+    {conversation_id, seq} index there. The embedded store (neosqlite under nx-27017) translates a
+    bare value into "equals, or is an array containing it", an OR that its expression index cannot
+    serve, so every such query scanned the whole messages collection (about 45 ms at 70,000
+    messages, growing with the store); the `$eq` form is a plain indexed equality (under 1 ms).
+    """
+    return {"conversation_id": {"$eq": conversation_id}}
+
+
 def store_unavailable() -> DomainError:
     return DomainError(ErrorKind.UNAVAILABLE, "STORE_UNAVAILABLE", "the conversation store is unavailable")
 

@@ -267,12 +267,15 @@ class Transcripts:
                 )
             if _unchanged(current, segment) or (current.final and not segment.fields["final"]):
                 return SegmentResult(segment.segment_id, current.seq, current.revision, False)
+            changes = {**segment.fields, "update_time": now_us()}
             with store_errors():
                 result = await self._c.messages.update_one(
                     {"_id": current.message_id, "revision": current.revision},
-                    {"$set": {**segment.fields, "update_time": now_us()}, "$inc": {"revision": 1}},
+                    {"$set": changes, "$inc": {"revision": 1}},
                 )
             if result.modified_count:
+                # Matched on the revision read, so the stored document is exactly this one.
+                self._messages.written("update", {**doc, **changes, "revision": current.revision + 1})
                 return SegmentResult(segment.segment_id, current.seq, current.revision + 1, False)
             refreshed = await self._messages.find_by(conversation_id, "segment_id", segment.segment_id)
             if refreshed is None:  # messages are never deleted; only a broken store gets here
