@@ -59,6 +59,37 @@ class ChatMesh:
         return pids
 
 
+class ServerTimes:
+    """How long the service itself took per call of one method, from its own access log lines.
+
+    Against the client's figures this tells time in the service from time queued on the way
+    (client event loop, sockets, a busy machine).
+    """
+
+    def __init__(self, log_path: Path, method_suffix: str) -> None:
+        self._path = log_path
+        self._suffix = method_suffix
+        self._offset = 0
+
+    def start(self) -> None:
+        self._offset = self._path.stat().st_size if self._path.exists() else 0
+
+    def durations_ms(self) -> list[float]:
+        durations: list[float] = []
+        with self._path.open() as log:
+            log.seek(self._offset)
+            for line in log:
+                if '"rpc finished"' not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if str(entry.get("method", "")).endswith(self._suffix):
+                    durations.append(float(entry.get("duration_ms", 0.0)))
+        return durations
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process `pid` has used so far; 0 when it is gone."""
     try:

@@ -43,6 +43,7 @@ from bench._chat_mesh import (
     ChatMesh,
     CpuMeter,
     LoadProcess,
+    ServerTimes,
     chat_mesh,
     emit,
     load_average,
@@ -257,9 +258,12 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -
         await reporter.line(60)
         meter = CpuMeter({**target.pids(), "reporters": reporter.pid, "watchers": watcher.pid})
         meter.start()
+        served = ServerTimes(target.mesh.log_dir / "chat_svc.log", "/ReportTranscript")
+        served.start()
         reporter.send({"go": True})
         reported = await reporter.line(seconds + 120)
         cpu = meter.report()
+        in_service = served.durations_ms()
         # Every report was acknowledged; a delivery that has not come after this counts as lost.
         await asyncio.sleep(_SETTLE_SECONDS)
         watcher.send({"stop": True})
@@ -293,7 +297,8 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -
         cpu=cpu,
         rpc=(
             f"{reported['batches']} ReportTranscript calls, p50 {reported['report_p50']:.1f} ms, "
-            f"p99 {reported['report_p99']:.1f} ms"
+            f"p99 {reported['report_p99']:.1f} ms; in chat_svc (its log) p50 "
+            f"{percentile(in_service, 50):.1f} ms, p99 {percentile(in_service, 99):.1f} ms"
         ),
     )
 

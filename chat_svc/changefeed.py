@@ -26,6 +26,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from chat_svc.store import Document, store_unavailable
+from servicekit.backoff import Backoff
 
 log = structlog.get_logger("chat_svc.changefeed")
 
@@ -178,7 +179,9 @@ class ChangeFeed:
     async def _run(self) -> None:
         token: Any = None
         reopened = False
-        delay = _RETRY_MIN_SECONDS
+        # Jittered: every replica's feed loses the store at the same moment and must not come back
+        # to it in lockstep.
+        backoff = Backoff(_RETRY_MIN_SECONDS, _RETRY_MAX_SECONDS)
         while not self._closed:
             try:
                 generation = self._disruptions.generation
@@ -192,7 +195,7 @@ class ChangeFeed:
                     if reopened:
                         log.info("change stream reopened", feed=self._name)
                         self._broadcast(Signal.RESYNC)
-                    delay = _RETRY_MIN_SECONDS
+                    backoff.reset()
                     # The flag, not only cancellation, ends the loop: the driver may absorb a
                     # cancellation that lands inside one of its own awaits.
                     while not self._closed:
@@ -223,8 +226,7 @@ class ChangeFeed:
                 if isinstance(exc, OperationFailure):
                     token = None  # the resume point is gone; start fresh, watchers resync anyway
                 log.warning("change stream failed; reopening", feed=self._name, error_type=type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                await backoff.wait()
 
     async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
         first_operation: dict[Any, str] = {}

@@ -96,6 +96,9 @@ class MessageLog:
                 if unique_key is not None:
                     existing = await self.find_by(conversation_id, *unique_key)
                     if existing is not None:
+                        # Still the next seq as far as this process knows; whichever index
+                        # refused the insert, seq - 1 is stored, so the hint cannot make a gap.
+                        self._seq_hints[conversation_id] = seq
                         return existing, False
                 continue  # the seq was taken: try the next one
             if len(self._seq_hints) >= _SEQ_HINTS_MAX:

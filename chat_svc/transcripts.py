@@ -50,6 +50,8 @@ log = structlog.get_logger("chat_svc.transcripts")
 _MAX_UPDATE_ATTEMPTS = 32
 # Conversations are never deleted, so "this id exists" can be remembered (bounded).
 _KNOWN_MAX = 10_000
+# Segments whose stored message this replica remembers (about a thousand live calls' turns).
+_LATEST_MAX = 10_000
 # Call metadata from reporters: a few short, plain entries (keys are also MongoDB field names).
 _CALL_METADATA_MAX_ENTRIES = 16
 _CALL_METADATA_KEY = re.compile(r"[a-z0-9_]{1,40}")
@@ -197,6 +199,10 @@ class Transcripts:
         self._messages = messages
         # Conversation ids known to exist, with the call metadata already merged into each.
         self._known: dict[str, dict[str, str]] = {}
+        # The message of each segment as this replica last stored it (bounded), so a turn's next
+        # state is written without reading it first. Writes are conditional on the revision, so
+        # a copy another replica made stale costs a read, never a lost update.
+        self._latest: dict[str, Document] = {}
 
     async def report(
         self,
@@ -233,8 +239,9 @@ class Transcripts:
         self, principal: Principal, conversation_id: str, index: int, segment: _Segment
     ) -> SegmentResult:
         message_id = segment_message_id(conversation_id, segment.segment_id)
-        # Found by primary key: one cheap read for the common cases (a new turn, a turn's next state).
-        doc = await self._messages.find_by(conversation_id, "_id", message_id)
+        doc = self._latest.get(message_id)
+        # True once `doc` was read from (or just written to) the store by this report.
+        fresh = doc is None
         if doc is None:
 
             def build(seq: int) -> Document:
@@ -253,12 +260,15 @@ class Transcripts:
                     **segment.fields,
                 }
 
+            # Inserted without a read first: most reports this replica has not seen start a turn.
+            # A turn stored earlier (a retry, another replica, a restart) fails the insert on its
+            # derived id, and `append` hands back the stored message to update.
             doc, created = await self._messages.append(
                 conversation_id, build, ("segment_id", segment.segment_id)
             )
             if created:
+                self._remember(doc)
                 return SegmentResult(segment.segment_id, int(doc["seq"]), 1, True)
-            # A concurrent report of the same segment inserted it first: update that message.
         for _ in range(_MAX_UPDATE_ATTEMPTS):
             current = message_from_doc(doc)
             if current.role is not segment.role:
@@ -266,7 +276,13 @@ class Transcripts:
                     [FieldViolation(f"segments[{index}].role", "differs from the segment's first report")]
                 )
             if _unchanged(current, segment) or (current.final and not segment.fields["final"]):
-                return SegmentResult(segment.segment_id, current.seq, current.revision, False)
+                if fresh:
+                    return SegmentResult(segment.segment_id, current.seq, current.revision, False)
+                # Nothing to write by this replica's copy, which another replica may have made
+                # stale: the answer must come from the stored state.
+                doc = await self._read(conversation_id, segment.segment_id)
+                fresh = True
+                continue
             changes = {**segment.fields, "update_time": now_us()}
             with store_errors():
                 result = await self._c.messages.update_one(
@@ -275,15 +291,26 @@ class Transcripts:
                 )
             if result.modified_count:
                 # Matched on the revision read, so the stored document is exactly this one.
-                self._messages.written("update", {**doc, **changes, "revision": current.revision + 1})
+                stored = {**doc, **changes, "revision": current.revision + 1}
+                self._remember(stored)
+                self._messages.written("update", stored)
                 return SegmentResult(segment.segment_id, current.seq, current.revision + 1, False)
-            refreshed = await self._messages.find_by(conversation_id, "segment_id", segment.segment_id)
-            if refreshed is None:  # messages are never deleted; only a broken store gets here
-                raise RuntimeError("segment vanished during update")
-            doc = refreshed
+            doc = await self._read(conversation_id, segment.segment_id)
+            fresh = True
         raise DomainError(
             ErrorKind.UNAVAILABLE, "SEGMENT_CONTENTION", "the segment is being updated concurrently"
         )
+
+    async def _read(self, conversation_id: str, segment_id: str) -> Document:
+        doc = await self._messages.find_by(conversation_id, "segment_id", segment_id)
+        if doc is None:  # messages are never deleted; only a broken store gets here
+            raise RuntimeError("segment vanished during update")
+        return doc
+
+    def _remember(self, doc: Document) -> None:
+        if len(self._latest) >= _LATEST_MAX:
+            self._latest.clear()
+        self._latest[str(doc["_id"])] = doc
 
 
 def _unchanged(current: Message, segment: _Segment) -> bool:

@@ -104,6 +104,8 @@ class _Delivered:
 
     high: int
     revisions: dict[int, int] = field(default_factory=dict)
+    # The client's resume point: it holds every message up to here as final already.
+    floor: int = 0
     interim: set[int] = field(default_factory=set)
     # Records from agent_svc start at revision 1; chat_svc's own "waiting" record (0) is not news.
     call_revision: int = 0
@@ -116,6 +118,10 @@ class _Delivered:
 
     def accept(self, message: Message) -> bool:
         if self.revisions.get(message.seq, 0) >= message.revision:
+            return False
+        # As the replay does: at or below the resume point only what is (or was sent as) interim.
+        # The feed can still bring changes made before this watcher opened.
+        if message.seq <= self.floor and message.final and message.seq not in self.revisions:
             return False
         self.revisions[message.seq] = message.revision
         while self.high + 1 in self.revisions:
@@ -273,7 +279,7 @@ class Watchers:
         try:
             await self._messages_feed.wait_open(self._store_timeout)
             await self._conversations_feed.wait_open(self._store_timeout)
-            delivered = _Delivered(high=after_seq)
+            delivered = _Delivered(high=after_seq, floor=after_seq)
             initial = _replay_queries(conversation_id, after_seq, (), interim_below=True)
             events = await self._catch_up(conversation_id, initial, delivered)
             for event in events:

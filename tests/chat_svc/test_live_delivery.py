@@ -282,3 +282,32 @@ async def test_one_user_holds_a_bounded_number_of_watch_streams(
             await asyncio.wait_for(again.live.wait(), TIMEOUT)
         finally:
             await asyncio.gather(*(s.close() for s in [*held, others]))
+
+
+async def test_a_replica_whose_copy_of_a_turn_went_stale_still_writes_the_stored_one(
+    store: Store, database_name: str, agent_port: int
+) -> None:
+    async with (
+        replica(store, database_name, agent_port) as a,
+        replica(store, database_name, agent_port) as b,
+    ):
+        conversation_id = (await create(a, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+        first = await report(a, conversation_id, segment("s", "hel", final=False))
+        assert (first.results[0].seq, first.results[0].revision) == (1, 1)
+        # b moves the turn on; a still remembers revision 1.
+        moved = await report(b, conversation_id, segment("s", "hello wor", final=False))
+        assert moved.results[0].revision == 2
+        final = await report(a, conversation_id, segment("s", "hello world"))
+        assert (final.results[0].seq, final.results[0].revision) == (1, 3)
+        # A late retry of a's first report, identical to what a last wrote itself: the answer is
+        # the stored turn (final, revision 3), which an interim report never turns back.
+        late = await report(a, conversation_id, segment("s", "hel", final=False))
+        assert (late.results[0].revision, late.results[0].created) == (3, False)
+        listed = await b.ListMessages(
+            api.ListMessagesRequest(conversation_id=conversation_id),
+            metadata=as_user("alice"),
+            timeout=TIMEOUT,
+        )
+        assert [(m.seq, m.text, m.final, m.revision) for m in listed.messages] == [
+            (1, "hello world", True, 3)
+        ]
