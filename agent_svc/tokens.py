@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from livekit import api as lk_api
@@ -72,11 +74,16 @@ class TokenSpec:
     ttl_seconds: float | None
 
 
+# Token specs whose claims are kept (see `TokenMinter.mint`); dropped all at once when full.
+_CLAIMS_MAX = 10_000
+
+
 class TokenMinter:
     """Mints tokens with livekit-api's AccessToken."""
 
     def __init__(self, policy: TokenPolicy) -> None:
         self._policy = policy
+        self._claims: dict[TokenSpec, dict[str, Any]] = {}
 
     @property
     def policy(self) -> TokenPolicy:
@@ -91,10 +98,43 @@ class TokenMinter:
             violations.add(field_path, f"must be between {low}s and {high}s")
 
     def mint(self, spec: TokenSpec) -> MintedToken:
-        """Builds and signs the token for `spec`."""
+        """Builds and signs the token for `spec`.
+
+        AccessToken's claims depend only on the spec and the policy, and building them (grants,
+        room configuration, their dict form) was most of a token's cost: they are built once per
+        spec, and each token only gets its times and signature here.
+        """
+        policy = self._policy
+        ttl = spec.ttl_seconds if spec.ttl_seconds is not None else policy.default_ttl_seconds
+        claims = self._claims.get(spec)
+        if claims is None:
+            if len(self._claims) >= _CLAIMS_MAX:
+                self._claims.clear()
+            claims = self._claims[spec] = self._claims_of(spec)
+        # Whole seconds, as AccessToken writes them.
+        now = time.time()
+        expires = int(now + ttl)
+        token = jwt.encode({**claims, "nbf": int(now), "exp": expires}, policy.api_secret, algorithm="HS256")
+        return MintedToken(
+            token=token,
+            url=policy.url,
+            room_name=ids.room_name(spec.conversation_id),
+            identity=spec.identity,
+            kind=spec.kind,
+            expire_time=dt.datetime.fromtimestamp(expires, tz=dt.UTC),
+            agent_name=policy.agent_name if spec.kind is ParticipantKind.USER else "",
+        )
+
+    def _claims_of(self, spec: TokenSpec) -> dict[str, Any]:
+        """The claims livekit-api's AccessToken writes for `spec`, without their times."""
+        access = self._access(spec)
+        # What AccessToken.to_jwt signs, less `nbf` and `exp`, which `mint` sets for each token.
+        return {**access.claims.asdict(), "sub": access.identity, "iss": self._policy.api_key}
+
+    def _access(self, spec: TokenSpec) -> lk_api.AccessToken:
+        """livekit-api's AccessToken for `spec` (its TTL is the policy's; `mint` sets the times)."""
         policy = self._policy
         room = ids.room_name(spec.conversation_id)
-        ttl = spec.ttl_seconds if spec.ttl_seconds is not None else policy.default_ttl_seconds
         sources: tuple[TrackSource, ...]
         if spec.kind is ParticipantKind.AGENT:
             sources = _AGENT_SOURCES
@@ -124,24 +164,12 @@ class TokenMinter:
             max_participants=policy.max_participants,
             agents=dispatches,
         )
-        token = (
+        return (
             lk_api.AccessToken(policy.api_key, policy.api_secret)
             .with_identity(spec.identity)
             .with_name(spec.display_name or spec.identity)
             .with_kind("agent" if spec.kind is ParticipantKind.AGENT else "standard")
             .with_grants(grants)
             .with_room_config(config)
-            .with_ttl(dt.timedelta(seconds=ttl))
-            .to_jwt()
-        )
-        # Read back the expiry AccessToken wrote, so the response states exactly what the token says.
-        expires = jwt.decode(token, options={"verify_signature": False})["exp"]
-        return MintedToken(
-            token=token,
-            url=policy.url,
-            room_name=room,
-            identity=spec.identity,
-            kind=spec.kind,
-            expire_time=dt.datetime.fromtimestamp(int(expires), tz=dt.UTC),
-            agent_name=policy.agent_name if dispatches else "",
+            .with_ttl(dt.timedelta(seconds=policy.default_ttl_seconds))
         )

@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--agent-workers",
         type=int,
-        default=None,
-        help="token: AGENT_SVC_WORKERS for agent_svc (default: as configured, else 1)",
+        default=2,
+        help="token: AGENT_SVC_WORKERS, agent_svc processes sharing its port (2: one per core here)",
     )
     parser.add_argument("--json", type=Path, default=None, help="token: also write the figures to this file")
     return parser
@@ -141,7 +141,7 @@ def _token(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="syntera-bench-") as tmp, running_store(Path(tmp)) as store:
         seeded = _seed(store.uri, args.seed_conversations, args.seed_messages)
         print(f"store: {seeded}", flush=True)
-        agent_env = {} if args.agent_workers is None else {"AGENT_SVC_WORKERS": str(args.agent_workers)}
+        agent_env = {"AGENT_SVC_WORKERS": str(args.agent_workers)}
         with token_stack(store, Path(tmp), agent_env) as stack:
             assert stack.mesh.chat_addr is not None  # noqa: S101 - token_stack starts chat_svc
             targets = asyncio.run(
@@ -161,6 +161,11 @@ def _token(args: argparse.Namespace) -> int:
                 f"{args.duration:g} s measured after {args.warmup:g} s warm-up per run",
                 flush=True,
             )
+            print(
+                f"agent_svc: {args.agent_workers} worker process(es) (AGENT_SVC_WORKERS); chat_svc, "
+                "Envoy (1 thread), the store and the reference: one process each",
+                flush=True,
+            )
             print(f"before: {token_throughput.load_average()}", flush=True)
             results = token_throughput.measure(
                 stack,
@@ -172,7 +177,7 @@ def _token(args: argparse.Namespace) -> int:
             )
             print(f"after:  {token_throughput.load_average()}\n", flush=True)
     print(token_throughput.table(results) + "\n")
-    print("cores used during each run (warm-up included; the load generator is not listed):")
+    print("cores used during each run (warm-up included; `load` is the load generator):")
     print(token_throughput.cpu_table(results) + "\n")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

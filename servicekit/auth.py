@@ -21,6 +21,8 @@ CLOCK_SKEW_SECONDS = 30
 # Set by the edge (Envoy) on every request it forwards, whatever the client sent: calls carrying it
 # came from outside, where only user tokens are accepted.
 EDGE_HEADER = "x-syntera-edge"
+# Accepted tokens a policy remembers (see `TokenPolicy._accepted`); about 3 MB at most.
+_ACCEPTED_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ class TokenPolicy:
     max_ttl_seconds: int = 86_400
     audience: str = ""
     issuer: str = ""
+    # Tokens that passed, with the moment they stop being acceptable: clients send the same token
+    # call after call, and checking it again cost about a tenth of a token request's CPU. Keyed by
+    # the whole token (signature included) and where it came from; refusals are never kept.
+    _accepted: dict[tuple[str, bool], tuple[Principal, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def verify(self, token: str, *, from_edge: bool = False) -> Principal:
         """The caller a token names; an UNAUTHENTICATED DomainError for any token not acceptable.
@@ -60,16 +68,30 @@ class TokenPolicy:
             from_edge: The call came through the public edge, where service tokens are refused:
                 services call each other directly, never through Envoy.
         """
+        key = (token, from_edge)
+        accepted = self._accepted.get(key)
+        if accepted is not None and time.time() < accepted[1]:
+            return accepted[0]
+        principal, expires = self._check(token, from_edge)
+        if len(self._accepted) >= _ACCEPTED_MAX:
+            self._accepted.clear()  # cheaper than LRU order on every call; refilled as tokens come
+        # Acceptable until it expires, with the same tolerance `verify_claims` gives.
+        self._accepted[key] = (principal, expires + CLOCK_SKEW_SECONDS)
+        return principal
+
+    def _check(self, token: str, from_edge: bool) -> tuple[Principal, float]:
         if _claims_role(token) == SERVICE_ROLE:
             if from_edge:
                 raise unauthenticated(
                     "service tokens are not accepted from outside the mesh", "SERVICE_TOKEN_AT_EDGE"
                 )
-            principal = verify(token, self.service_secret, max_ttl_seconds=self.max_ttl_seconds)
+            principal, expires = verify_claims(
+                token, self.service_secret, max_ttl_seconds=self.max_ttl_seconds
+            )
             if not principal.is_service:
                 raise unauthenticated("the bearer token is not valid", "TOKEN_INVALID")
-            return principal
-        principal = verify(
+            return principal, expires
+        principal, expires = verify_claims(
             token,
             self.user_secret,
             max_ttl_seconds=self.max_ttl_seconds,
@@ -78,7 +100,7 @@ class TokenPolicy:
         )
         if principal.is_service:
             raise unauthenticated("the bearer token is not valid", "TOKEN_INVALID")
-        return principal
+        return principal, expires
 
 
 def verify(
@@ -93,6 +115,18 @@ def verify(
 
     Raises an UNAUTHENTICATED DomainError otherwise. `TokenPolicy.verify` picks the secret.
     """
+    return verify_claims(token, secret, max_ttl_seconds=max_ttl_seconds, audience=audience, issuer=issuer)[0]
+
+
+def verify_claims(
+    token: str,
+    secret: str,
+    *,
+    max_ttl_seconds: int | None = None,
+    audience: str = "",
+    issuer: str = "",
+) -> tuple[Principal, float]:
+    """`verify`, and the token's expiry (`exp`, seconds since the epoch)."""
     required = ["sub", "exp"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
     try:
         claims = jwt.decode(
@@ -120,7 +154,7 @@ def verify(
         raise unauthenticated(
             f"the bearer token is valid for longer than {max_ttl_seconds} seconds", "TOKEN_LIFETIME_TOO_LONG"
         )
-    return Principal(subject=subject, is_service=claims.get("role") == SERVICE_ROLE)
+    return Principal(subject=subject, is_service=claims.get("role") == SERVICE_ROLE), float(expires)
 
 
 def mint(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import jwt
 import pytest
 from livekit.api import TokenVerifier
 
@@ -109,3 +110,36 @@ def test_token_signed_with_other_secret_does_not_verify() -> None:
 
 def test_policy_repr_hides_secret() -> None:
     assert LIVEKIT_SECRET not in repr(POLICY)
+
+
+@pytest.mark.parametrize(
+    ("kind", "media"),
+    [
+        (ParticipantKind.USER, CallMedia.VOICE),
+        (ParticipantKind.USER, CallMedia.VIDEO),
+        (ParticipantKind.AGENT, CallMedia.VOICE),
+    ],
+)
+def test_kept_claims_are_what_access_token_writes_with_fresh_times(
+    kind: ParticipantKind, media: CallMedia, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minter = TokenMinter(POLICY)
+    spec = _spec(kind, media, "alice" if kind is ParticipantKind.USER else "agent-a1")
+    first = minter.mint(spec)
+    later = time.time() + 50
+    monkeypatch.setattr(time, "time", lambda: later)
+    second = minter.mint(spec)  # from the kept claims
+    unchecked_times = {"verify_nbf": False}  # the clock was moved for the second token
+    claims = [
+        jwt.decode(t.token, LIVEKIT_SECRET, algorithms=["HS256"], options=unchecked_times)
+        for t in (first, second)
+    ]
+    assert claims[1]["nbf"] == int(later)
+    assert claims[1]["exp"] == int(later + 3600)
+    assert second.expire_time.timestamp() == claims[1]["exp"]
+    # Everything but the times is what livekit-api's AccessToken.to_jwt signs itself.
+    reference = jwt.decode(minter._access(spec).to_jwt(), LIVEKIT_SECRET, algorithms=["HS256"])
+    for each in (*claims, reference):
+        each.pop("nbf")
+        each.pop("exp")
+    assert claims[0] == claims[1] == reference
