@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from syntera.livekit.v1 import livekit_service_pb2_grpc as pb_grpc
 from tests.agent_svc.livekit_support import LiveKitServer, joined
 from tests.agent_svc.support import LIVEKIT_KEY, LIVEKIT_SECRET
 from tests.conftest import Store
+from tests.support.eventually import eventually
 from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET, bearer, service_token
 
 pytestmark = [pytest.mark.mesh, pytest.mark.slow]
@@ -100,15 +99,13 @@ async def test_agent_svc_process_serves_and_stops_cleanly_on_sigterm(
 async def _wait_serving(channel: grpc.aio.Channel, service: str, within_seconds: float = 30.0) -> None:
     """Health turns SERVING once MongoDB is reachable and the default agent is seeded."""
     health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + within_seconds
-    status = health_pb2.HealthCheckResponse.UNKNOWN
-    while time.monotonic() < deadline:
+
+    async def serving() -> bool:
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        status = reply.status
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{service} not SERVING after {within_seconds}s: {status}")
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, f"status {reply.status}"
+        return True
+
+    await eventually(serving, within=within_seconds, interval=0.1, what=f"{service} SERVING")
 
 
 @pytest.mark.parametrize("missing", ["LIVEKIT_API_SECRET", "LIVEKIT_URL"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +11,7 @@ import httpx
 from syntera.conversation.v1 import conversation_service_pb2 as conv_pb
 from syntera.conversation.v1 import conversation_service_pb2_grpc as conv_grpc
 from syntera.conversation.v1 import resources_pb2 as conv_res
+from tests.support.eventually import eventually
 from tests.support.identity import bearer, user_token
 from tests.support.mesh import Mesh
 
@@ -39,14 +38,12 @@ async def wait_for_conversation(
     within: float = 60.0,
     what: str = "the conversation to change",
 ) -> conv_res.Conversation:
-    deadline = time.monotonic() + within
-    conversation = await get_conversation(mesh, conversation_id)
-    while not done(conversation):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {within:.0f} s for {what}; call is now: {conversation.call}")
-        await asyncio.sleep(0.25)
+    async def changed() -> conv_res.Conversation:
         conversation = await get_conversation(mesh, conversation_id)
-    return conversation
+        assert done(conversation), f"call is now: {conversation.call}"
+        return conversation
+
+    return await eventually(changed, within=within, interval=0.25, what=what)
 
 
 async def rest(mesh: Mesh, method: str, path: str, user: str = USER, **kwargs: Any) -> httpx.Response:

@@ -5,10 +5,8 @@ The mesh runs the real LiveKit server and the voice worker with QUOTA_MAX_CONCUR
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import grpc
+import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -20,6 +18,7 @@ from syntera.conversation.v1 import resources_pb2 as conv_res
 from syntera.livekit.v1 import call_service_pb2 as call_pb
 from syntera.livekit.v1 import call_service_pb2_grpc as call_grpc
 from tests.calls.support import rest, wait_for_conversation
+from tests.support.eventually import eventually
 from tests.support.identity import bearer, service_token, user_token
 from tests.support.mesh import AGENT_SVC, Mesh, MeshFactory
 from tests.voice.real_call import new_call
@@ -30,12 +29,14 @@ LIMIT = "QUOTA_MAX_CONCURRENT_AGENT_SESSIONS"
 
 
 async def _refused_over_rest(mesh: Mesh, method: str, path: str, body: dict[str, object]) -> None:
-    refused = await rest(mesh, method, path, user="bob", json=body)
-    deadline = time.monotonic() + 15
-    # Right after agent_svc restarts, chat_svc's channel may still be reconnecting (503: retry).
-    while refused.status_code == 503 and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        refused = await rest(mesh, method, path, user="bob", json=body)
+
+    async def answered() -> httpx.Response:
+        response = await rest(mesh, method, path, user="bob", json=body)
+        # Right after agent_svc restarts, chat_svc's channel may still be reconnecting (503: retry).
+        assert response.status_code != 503, response.text
+        return response
+
+    refused = await eventually(answered, within=15, interval=0.5, what="an answer other than 503")
     assert refused.status_code == 429, refused.text
     status = refused.json()
     assert status["code"] == 8  # RESOURCE_EXHAUSTED

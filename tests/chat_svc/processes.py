@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devrun.ports import free_port
 from devrun.processes import ManagedProcess
+from tests.support.eventually import eventually
 from tests.support.identity import JWT_SECRET, SERVICE_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,20 +47,27 @@ def address(process: ManagedProcess) -> str:
     return f"127.0.0.1:{process.port}"  # type: ignore[attr-defined]
 
 
+class ProcessExitedError(RuntimeError):
+    """The process a test waits for is gone (not an AssertionError, so waiting stops at once)."""
+
+
 async def wait_serving(process: ManagedProcess, limit_seconds: float = 60.0) -> None:
     """Polls the health service until SERVING; fails early if the process died."""
-    deadline = asyncio.get_running_loop().time() + limit_seconds
     async with grpc.aio.insecure_channel(address(process)) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not process.running():
-                raise AssertionError(f"{process.name} exited:\n{process.log_tail()}")
+
+        async def serving() -> bool:
+            if not process.running():  # no retry can help: fail now, with its log
+                raise ProcessExitedError(f"{process.name} exited:\n{process.log_tail()}")
             try:
                 reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{process.name} not serving:\n{process.log_tail()}")
-            await asyncio.sleep(0.1)
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        await eventually(
+            serving,
+            within=limit_seconds,
+            interval=0.1,
+            what=lambda: f"{process.name} serving:\n{process.log_tail()}",
+        )

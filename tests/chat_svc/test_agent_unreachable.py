@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 
@@ -13,6 +11,7 @@ from syntera.conversation.v1 import resources_pb2 as pb
 from tests.chat_svc.calls import TIMEOUT, as_user, create
 from tests.chat_svc.support import FakeAgentSvc, chat_in_process, running_fake_agent
 from tests.conftest import Store
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.grpc
 
@@ -29,16 +28,17 @@ async def test_unreachable_agent_svc_then_retry(store: Store, database_name: str
         assert list(listed.conversations) == []
         fake = FakeAgentSvc()
         async with running_fake_agent(fake, agent_port):
-            created = None
-            for _ in range(20):  # the channel reconnects with backoff once the port answers
+
+            async def created_once_agent_svc_answers() -> api.CreateConversationResponse:
                 try:
-                    created = await create(chat.stub, "alice", pb.CHANNEL_VOICE, request_id="call-1")
-                    break
+                    return await create(chat.stub, "alice", pb.CHANNEL_VOICE, request_id="call-1")
                 except grpc.aio.AioRpcError as error:
                     if error.code() != grpc.StatusCode.UNAVAILABLE:
                         raise
-                    await asyncio.sleep(0.25)
-            assert created is not None
+                    raise AssertionError("still UNAVAILABLE") from None
+
+            # The channel reconnects with backoff once the port answers.
+            created = await eventually(created_once_agent_svc_answers, within=5.0, interval=0.25)
             assert created.join_info.token
             again = await create(chat.stub, "alice", pb.CHANNEL_VOICE, request_id="call-1")
             assert again.conversation.conversation_id == created.conversation.conversation_id

@@ -17,6 +17,7 @@ from tests.chat_svc.calls import TIMEOUT, as_service, as_user, create, segment
 from tests.chat_svc.processes import address, chat_process, wait_serving
 from tests.chat_svc.support import FakeAgentSvc, running_fake_agent
 from tests.conftest import Store
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.mesh
 
@@ -102,9 +103,7 @@ async def test_watcher_on_replica_a_sees_reports_to_replica_b(
         for n in range(30):
             await _report_with_retries(b, conversation_id, segment(f"s{n}", f"part {n}", final=False))
             await _report_with_retries(b, conversation_id, segment(f"s{n}", f"turn {n}"))
-        async with asyncio.timeout(TIMEOUT):
-            while len(watcher.finals_in_order()) < 30:  # noqa: ASYNC110 - polls state another task fills in
-                await asyncio.sleep(0.05)
+        await eventually(lambda: len(watcher.finals_in_order()) >= 30, within=TIMEOUT, what="30 final turns")
         assert watcher.finals_in_order() == [f"s{n}" for n in range(30)]
         assert set(watcher.final_deliveries.values()) == {1}
         watcher.task.cancel()
@@ -148,9 +147,9 @@ async def test_fault_kill_chat_and_restart_store_loses_and_doubles_nothing(
             await asyncio.to_thread(own_store.restart)
 
         await asyncio.gather(reporter(), faults())
-        async with asyncio.timeout(30):
-            while len(watcher.finals_in_order()) < total:  # noqa: ASYNC110 - polls state another task fills in
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: len(watcher.finals_in_order()) >= total, within=30, what=f"{total} final turns"
+        )
         async with grpc.aio.insecure_channel(target) as channel:
             listed = await api_grpc.ConversationServiceStub(channel).ListMessages(
                 api.ListMessagesRequest(conversation_id=conversation_id, page_size=500),

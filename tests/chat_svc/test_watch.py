@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -13,8 +13,13 @@ from syntera.conversation.v1 import resources_pb2 as pb
 from tests.chat_svc.calls import TIMEOUT, as_user, create, report, segment
 from tests.chat_svc.support import ChatInProcess, chat_in_process
 from tests.conftest import Store
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.grpc
+
+
+class StreamEndedError(RuntimeError):
+    """The watch stream closed while a test still waited for events on it."""
 
 
 class Watcher:
@@ -42,15 +47,16 @@ class Watcher:
             elif kind == "conversation_ended":
                 self.ended = event.conversation_ended
 
-    async def wait_for(self, predicate: object, limit_seconds: float = TIMEOUT) -> None:
-        async def poll() -> None:
-            while not predicate():  # type: ignore[operator]
-                if self.task.done():
-                    self.task.result()
-                    raise AssertionError("the stream ended early")
-                await asyncio.sleep(0.02)
+    async def wait_for(self, predicate: Callable[[], bool], limit_seconds: float = TIMEOUT) -> None:
+        def holds() -> bool:
+            if predicate():
+                return True
+            if self.task.done():  # nothing more can arrive: stop waiting
+                self.task.result()
+                raise StreamEndedError("the stream ended early")
+            return False
 
-        await asyncio.wait_for(poll(), limit_seconds)
+        await eventually(holds, within=limit_seconds, interval=0.02, what="the watch stream's events")
 
     def finals(self) -> list[tuple[int, str]]:
         return [(m.seq, m.text) for m in self.messages if m.final]
@@ -149,8 +155,8 @@ async def test_watch_conversations_streams_created_and_ended(chat: ChatInProcess
 
     task = asyncio.create_task(collect())
     try:
-        while not events:  # the first keep-alive proves the stream is subscribed  # noqa: ASYNC110 - polls state another task fills in
-            await asyncio.sleep(0.02)
+        # The first keep-alive proves the stream is subscribed.
+        await eventually(lambda: events, within=TIMEOUT, interval=0.02, what="the first keep-alive")
         conversation_id = (await create(chat.stub, "alice")).conversation.conversation_id
         await create(chat.stub, "bob")  # someone else's: never shown to alice
         await chat.stub.EndConversation(
@@ -158,9 +164,9 @@ async def test_watch_conversations_streams_created_and_ended(chat: ChatInProcess
             metadata=as_user("alice"),
             timeout=TIMEOUT,
         )
-        deadline = asyncio.get_running_loop().time() + TIMEOUT
-        while len(events) < 3 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls state another task fills in
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: len(events) >= 3, within=TIMEOUT, interval=0.02, what=lambda: f"3 events: {events}"
+        )
         assert events == [
             ("keep_alive", ""),
             ("conversation_created", conversation_id),

@@ -5,12 +5,12 @@ Read from the process's Prometheus registry, exactly what the worker's /metrics 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from tests.support.eventually import eventually
 from tests.voice.test_outbox import FakeChat, seg
 from voice_worker.outbox import Outbox
 from voice_worker.sender import OutboxSender
@@ -39,10 +39,9 @@ async def test_outbox_depth_age_and_delivery_latency_through_an_outage(tmp_path:
 
     chat.up = True
     assert await sender.flush(2.0)
-    await asyncio.sleep(0.05)  # the sender's loop notes the empty outbox after its last send
-    # (The registry sums every outbox in the process; this one's share is now nothing.)
-    assert sender.pending == 0
-    assert sender.pending_since is None
+    # The sender's loop notes the empty outbox after its last send. (The registry sums every outbox
+    # in the process; this one's share is now nothing.)
+    await eventually(lambda: sender.pending == 0 and sender.pending_since is None, within=2.0, interval=0.01)
     assert _value("syntera_voice_transcript_delivery_seconds_count") - delivered_before == 3
     # Each turn waited out the outage: its latency includes the retries.
     assert _value("syntera_voice_transcript_delivery_seconds_sum") >= 3 * 0.2

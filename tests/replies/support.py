@@ -18,6 +18,7 @@ import httpx
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as res
+from tests.support.eventually import eventually
 from tests.support.identity import bearer, user_token
 from tests.support.mesh import Mesh
 
@@ -179,12 +180,4 @@ async def standin_stats(port: int) -> dict[str, object]:
 
 
 async def wait_until(probe: Callable[[], object], what: str, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = probe()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {within:.0f} s: {what}")
+    await eventually(probe, within=within, interval=0.1, what=what)

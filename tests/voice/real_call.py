@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +11,7 @@ from livekit import api
 from livekit.protocol import models as lk_models
 
 from syntera.conversation.v1 import resources_pb2 as res
+from tests.support.eventually import eventually
 from tests.support.identity import user_token
 from tests.support.mesh import Mesh
 from tests.voice.calls import list_messages
@@ -53,15 +52,15 @@ async def wait_for_messages(
     within: float = 30.0,
 ) -> list[res.Message]:
     """Polls ListMessages until `done(messages)` holds; fails with what was stored."""
-    deadline = time.monotonic() + within
-    messages: list[res.Message] = []
-    while time.monotonic() < deadline:
+
+    async def arrived() -> tuple[list[res.Message]]:
         messages = await list_messages(mesh, conversation_id)
-        if done(messages):
-            return messages
-        await asyncio.sleep(0.2)
-    stored = [(m.seq, res.Role.Name(m.role), m.final, m.interrupted, len(m.text)) for m in messages]
-    raise AssertionError(f"messages did not arrive within {within:.0f} s; stored: {stored}")
+        stored = [(m.seq, res.Role.Name(m.role), m.final, m.interrupted, len(m.text)) for m in messages]
+        assert done(messages), f"stored: {stored}"
+        return (messages,)  # a true value even when `done` accepts no messages at all
+
+    (messages,) = await eventually(arrived, within=within, interval=0.2, what="the messages")
+    return messages
 
 
 def final_turns(messages: list[res.Message], role: res.Role.ValueType) -> list[res.Message]:
@@ -100,9 +99,4 @@ async def agents_in_room(mesh: Mesh, room_name: str) -> list[str]:
 
 async def wait_for(probe: Callable[[], Awaitable[bool]], what: str, *, within: float = 30.0) -> None:
     """Polls `probe` until it holds; fails naming `what`."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await probe():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {within:.0f} s")
+    await eventually(probe, within=within, interval=0.2, what=what)

@@ -18,6 +18,7 @@ import pytest
 
 from devrun.processes import ManagedProcess
 from syntera.conversation.v1 import resources_pb2 as res
+from tests.support.eventually import eventually
 from tests.support.mesh import CHAT_SVC, Mesh, MeshFactory
 from tests.voice.audio import SENTENCES, conversation_wav
 from tests.voice.calls import clients, create_voice_conversation, list_messages, worker_settings
@@ -118,14 +119,23 @@ async def test_worker_process_killed_with_turns_in_its_outbox_and_chat_svc_crash
     assert any(q.segment.role == "user" and q.segment.final for q in left_behind)
 
 
+class WorkerExitedError(RuntimeError):
+    """The worker process ended while a test still waited for something it should have done."""
+
+
 async def _until(proc: ManagedProcess, check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Polls `check` while the worker process runs (its log tail in the failure)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + CALL_TIMEOUT_SECONDS
-    while not await check():
-        assert proc.running(), f"worker exited before {what}:\n{proc.log_tail(60)}"
-        assert loop.time() < deadline, f"no {what} after {CALL_TIMEOUT_SECONDS:.0f}s:\n{proc.log_tail(60)}"
-        await asyncio.sleep(0.2)
+
+    async def done() -> bool:
+        if await check():
+            return True
+        if not proc.running():  # nothing more can happen: stop waiting
+            raise WorkerExitedError(f"worker exited before {what}:\n{proc.log_tail(60)}")
+        return False
+
+    await eventually(
+        done, within=CALL_TIMEOUT_SECONDS, interval=0.2, what=lambda: f"{what}:\n{proc.log_tail(60)}"
+    )
 
 
 async def _answered_turns(mesh: Mesh, conversation_id: str) -> bool:
@@ -158,11 +168,17 @@ async def test_a_call_ending_while_chat_svc_is_down_keeps_its_turns_for_the_next
     settings = worker_settings(mesh, outbox, VOICE_WORKER_FLUSH_TIMEOUT_SECONDS=2.0)
     dispatch = DispatchInfo(conversation_id, "default")
 
-    # First worker: chat_svc dies after the first exchange and stays down past the end of the call.
+    # First worker: chat_svc dies after the first exchange (once it holds the answer, well before
+    # the second sentence) and stays down past the end of the call.
     profiles, sink = clients(settings)
 
     async def crash_chat_svc() -> None:
-        await asyncio.sleep(14.0)
+        await eventually(
+            lambda: _answered_turns(mesh, conversation_id),
+            within=60.0,  # the call itself lasts about 30 s
+            interval=0.2,
+            what="the first answered turn",
+        )
         await asyncio.to_thread(mesh.kill, CHAT_SVC)
 
     crash = asyncio.create_task(crash_chat_svc())
