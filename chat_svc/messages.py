@@ -15,11 +15,11 @@ import structlog
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from chat_svc import paging
 from chat_svc.conversations import Conversations
 from chat_svc.records import Conversation, Message, Role, Source, Status, now_us
 from chat_svc.store import Collections, Document, in_conversation, message_from_doc, store_errors
 from chat_svc.validation import MESSAGE_TEXT_MAX, check_id, check_page_size, check_request_id, is_blank
+from servicekit import paging
 from servicekit.auth import Principal
 from servicekit.errors import DomainError, ErrorKind, Violations, failed_precondition
 

@@ -53,7 +53,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
         self._replies = replies
         self._ends = ends
 
-    async def CreateConversation(  # noqa: N802 - gRPC method name
+    async def CreateConversation(
         self, request: api.CreateConversationRequest, context: Context
     ) -> api.CreateConversationResponse:
         created = await self._conversations.create(
@@ -72,13 +72,13 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             response.join_info.CopyFrom(mapping.join_to_pb(created.join))
         return response
 
-    async def GetConversation(  # noqa: N802
+    async def GetConversation(
         self, request: api.GetConversationRequest, context: Context
     ) -> api.GetConversationResponse:
         conversation = await self._conversations.get(current_principal(), request.conversation_id)
         return api.GetConversationResponse(conversation=mapping.conversation_to_pb(conversation))
 
-    async def ListConversations(  # noqa: N802
+    async def ListConversations(
         self, request: api.ListConversationsRequest, context: Context
     ) -> api.ListConversationsResponse:
         page, next_token = await self._conversations.list(
@@ -88,28 +88,24 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             conversations=[mapping.conversation_to_pb(c) for c in page], next_page_token=next_token
         )
 
-    async def EndConversation(  # noqa: N802
+    async def EndConversation(
         self, request: api.EndConversationRequest, context: Context
     ) -> api.EndConversationResponse:
         conversation = await self._conversations.end(current_principal(), request.conversation_id)
         self._ends.announce(conversation.conversation_id)
         return api.EndConversationResponse(conversation=mapping.conversation_to_pb(conversation))
 
-    async def SendMessage(  # noqa: N802
-        self, request: api.SendMessageRequest, context: Context
-    ) -> api.SendMessageResponse:
+    async def SendMessage(self, request: api.SendMessageRequest, context: Context) -> api.SendMessageResponse:
         message = await self._messages.send(
             current_principal(), request.conversation_id, request.text, request.request_id
         )
         return api.SendMessageResponse(message=mapping.message_to_pb(message))
 
-    async def RetryReply(  # noqa: N802
-        self, request: api.RetryReplyRequest, context: Context
-    ) -> api.RetryReplyResponse:
+    async def RetryReply(self, request: api.RetryReplyRequest, context: Context) -> api.RetryReplyResponse:
         message = await self._replies.retry(current_principal(), request.conversation_id, request.message_id)
         return api.RetryReplyResponse(message=mapping.message_to_pb(message))
 
-    async def ListMessages(  # noqa: N802
+    async def ListMessages(
         self, request: api.ListMessagesRequest, context: Context
     ) -> api.ListMessagesResponse:
         page, next_token = await self._messages.list(
@@ -123,7 +119,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             messages=[mapping.message_to_pb(m) for m in page], next_page_token=next_token
         )
 
-    async def ReportTranscript(  # noqa: N802
+    async def ReportTranscript(
         self, request: api.ReportTranscriptRequest, context: Context
     ) -> api.ReportTranscriptResponse:
         results = await self._transcripts.report(
@@ -139,9 +135,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             ]
         )
 
-    async def RecordCall(  # noqa: N802
-        self, request: api.RecordCallRequest, context: Context
-    ) -> api.RecordCallResponse:
+    async def RecordCall(self, request: api.RecordCallRequest, context: Context) -> api.RecordCallResponse:
         conversation, applied = await self._calls.record(
             current_principal(),
             request.conversation_id,
@@ -151,7 +145,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
             self._ends.announce(conversation.conversation_id)
         return api.RecordCallResponse(conversation=mapping.conversation_to_pb(conversation), applied=applied)
 
-    async def WatchConversation(  # noqa: N802
+    async def WatchConversation(
         self, request: api.WatchConversationRequest, context: Context
     ) -> AsyncIterator[api.WatchConversationResponse]:
         events = self._watchers.conversation(current_principal(), request.conversation_id, request.after_seq)
@@ -171,7 +165,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
                 elif isinstance(event, CallChanged):
                     yield api.WatchConversationResponse(call_updated=mapping.call_to_pb(event.call))
 
-    async def WatchConversations(  # noqa: N802
+    async def WatchConversations(
         self, request: api.WatchConversationsRequest, context: Context
     ) -> AsyncIterator[api.WatchConversationsResponse]:
         async for event in self._watchers.user(current_principal()):
@@ -190,7 +184,7 @@ class ConversationServicer(api_grpc.ConversationServiceServicer):
                     call_state_changed=mapping.conversation_to_pb(event.conversation)
                 )
 
-    async def WatchConversationEnds(  # noqa: N802
+    async def WatchConversationEnds(
         self, request: api.WatchConversationEndsRequest, context: Context
     ) -> AsyncIterator[api.WatchConversationEndsResponse]:
         async for event in self._ends.stream(current_principal()):
