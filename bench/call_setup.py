@@ -26,6 +26,7 @@ from bench._chat_mesh import (
     SEED_CONVERSATIONS,
     SEED_MESSAGES,
     LoadProcess,
+    ServerTimes,
     chat_mesh,
     emit,
     load_average,
@@ -85,19 +86,28 @@ async def run(rate: float, seconds: float, seed_conversations: int, seed_message
             ["load", "--target", target.envoy_addr, "--rate", str(rate), "--seconds", str(seconds)],
             target.workdir / "load" / "call_setup.log",
         )
+        # Where the time goes: each service's own time per call, from its access log.
+        chat = ServerTimes(target.mesh.log_dir / "chat_svc.log", "/CreateConversation")
+        agent = ServerTimes(target.mesh.log_dir / "agent_svc.log", "/GenerateToken")
         try:
             await load.line(60)
+            chat.start()
+            agent.start()
             load.send({"go": True})
             result = await load.line(seconds + 60)
         finally:
             load.close()
+        in_chat, in_agent = chat.durations_ms(), agent.durations_ms()
     latencies: list[float] = result["latencies"]
     errors: dict[str, int] = result["errors"]
     print(
         f"  CreateConversation(VOICE) through Envoy at {rate:g}/s for {seconds:g} s "
         f"({load_average()} after):\n"
         f"    ok {len(latencies)}, errors {sum(errors.values())} {errors or ''}\n"
-        f"    p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms",
+        f"    p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms\n"
+        f"    in chat_svc (CreateConversation, its log) p50 {percentile(in_chat, 50):.1f} ms, "
+        f"p99 {percentile(in_chat, 99):.1f} ms; of which in agent_svc (GenerateToken, its log) "
+        f"p50 {percentile(in_agent, 50):.1f} ms, p99 {percentile(in_agent, 99):.1f} ms",
         flush=True,
     )
     return 1 if errors else 0

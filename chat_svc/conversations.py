@@ -17,6 +17,7 @@ from chat_svc.store import (
     Collections,
     conversation_from_doc,
     conversation_to_doc,
+    equal,
     in_conversation,
     store_errors,
 )
@@ -218,7 +219,7 @@ class Conversations:
 
     async def _by_request_id(self, user_id: str, request_id: str) -> Conversation | None:
         with store_errors():
-            doc = await self._c.conversations.find_one({"user_id": user_id, "request_id": request_id})
+            doc = await self._c.conversations.find_one(equal(user_id=user_id, request_id=request_id))
         return None if doc is None else conversation_from_doc(doc)
 
     async def _repeat(self, conversation: Conversation) -> Created:
