@@ -593,8 +593,9 @@ def breakdown(turns: list[Turn]) -> list[Part]:
             "caller -> worker",
             "caller's last audible frame handed to its track -> worker's end of speech (user "
             "Message.end_time: where the worker's VAD places the end, back-dated by the silence it "
-            "waited for): caller's 50 ms send queue, Opus, SFU, the worker's jitter buffer and 50 ms "
-            "input frames, and the VAD's lag",
+            "waited for): caller's 50 ms send queue, Opus, SFU, the worker's jitter buffer and 20 ms "
+            "input frames, and the VAD's lag (the probability falls below its threshold ~75 ms after "
+            "the speech)",
             up,
         ),
         Part(
@@ -606,7 +607,7 @@ def breakdown(turns: list[Turn]) -> list[Part]:
         Part(
             "  of which STT",
             "worker's end of speech -> the turn's final transcript: Whisper, started after the "
-            "transcribe-after silence, reported once the end-of-turn silence + 0.1 s is over "
+            "transcribe-after silence, reported once the end-of-turn silence is over "
             "(metrics.transcription_delay; inside the end-of-turn delay, not added to it)",
             stt,
         ),

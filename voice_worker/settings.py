@@ -40,15 +40,20 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
         http_port: Port of the health endpoint (0 picks a free one).
         end_of_turn_silence_seconds: Offline sessions: the silence after the user's speech that ends
             their turn (the VAD's end-of-speech silence and the minimum endpointing delay; the turn's
-            transcript is reported 0.1 s after it). It is how long a person may pause mid-sentence
+            transcript is reported then too). It is how long a person may pause mid-sentence
             before the agent answers: 0.55 s, LiveKit's own VAD default, waits out the usual short
             hesitations; much lower values cut people off, higher ones make every answer slower.
         transcribe_after_silence_seconds: Offline sessions: the silence after which Whisper
-            transcribes the speech so far, while the end of the turn is still being waited out.
-            Whisper is not streaming and takes about 0.4 s per utterance on two cores; started after
-            0.25 s of silence instead of after the end of the turn, it is done about 0.3 s sooner. It
-            decides nothing about turns: a longer mid-sentence pause costs one more transcription
-            of the same turn. At most `end_of_turn_silence_seconds`.
+            transcribes the turn so far, while the end of the turn is still being waited out.
+            Whisper is not streaming (0.05-0.1 s per utterance on two cores with the short window,
+            0.35 s without); started after 0.25 s of silence instead of after the end of the turn,
+            its text is ready when the turn ends. It decides nothing about turns: speech resuming
+            after a longer mid-sentence pause makes the next transcription one of the whole turn
+            again. At most `end_of_turn_silence_seconds`.
+        whisper_short_window: Offline STT: encode each utterance with a window of its own length
+            plus 1 s of silence instead of Whisper's fixed 30 s (about 0.3 s sooner on two cores,
+            word error no worse on the benchmark's sentences; see `providers.whisper_stt`). False
+            goes back to faster-whisper's 30 s window.
     """
 
     livekit_url: str = Field(default="", validation_alias="LIVEKIT_URL")
@@ -77,6 +82,7 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
     espeak_voice: str = Field(default="en-us", validation_alias="VOICE_WORKER_ESPEAK_VOICE")
     whisper_threads: int = Field(default=2, ge=1, le=16, validation_alias="VOICE_WORKER_WHISPER_THREADS")
     whisper_beam_size: int = Field(default=1, ge=1, le=10, validation_alias="VOICE_WORKER_WHISPER_BEAM_SIZE")
+    whisper_short_window: bool = Field(default=True, validation_alias="VOICE_WORKER_WHISPER_SHORT_WINDOW")
     end_of_turn_silence_seconds: float = Field(
         default=DEFAULT_END_OF_TURN_SILENCE_SECONDS,
         ge=0.1,

@@ -1,8 +1,8 @@
 """The early transcriber: Whisper starts after a short silence, a turn's words are reported once.
 
-A scripted VAD stands in for Silero (the test says when speech starts and ends) and a fake STT for
-Whisper (it names the stretch it was given and takes as long as the test says). A stretch is told
-apart by its length in samples.
+A scripted VAD stands in for Silero (the test says when speech starts and ends, and its audio
+"says" words: one sample per character) and a fake STT for Whisper (it returns the words in the audio
+it was given, after as long as the test says).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import stt, utils, vad
@@ -19,22 +20,37 @@ from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 from tests.support.eventually import eventually
+from voice_worker.providers import early_stt
 from voice_worker.providers.early_stt import EarlyTranscriber
 
 pytestmark = pytest.mark.unit
 
 RATE = 16_000
 REPORT_AFTER = 0.3
-# Stretch names by their length in samples (a stretch's frames reach the STT merged).
-NAMES: dict[int, str] = {}
 
 
 def frame(samples: int = RATE // 100) -> rtc.AudioFrame:
     return rtc.AudioFrame(b"\x00\x00" * samples, RATE, 1, samples)
 
 
+def spoken(words: str) -> rtc.AudioFrame:
+    """A frame that "says" `words`: one sample per character, its code (silence is 0)."""
+    samples = np.array([ord(c) for c in words], dtype=np.int16)
+    return rtc.AudioFrame(samples.tobytes(), RATE, 1, len(samples))
+
+
+def heard_in(frames: list[rtc.AudioFrame]) -> str:
+    """What the fake STT makes of `frames`: the words they say, pauses as spaces."""
+    samples = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames]) if frames else []
+    return " ".join("".join(chr(v) if v else " " for v in samples).split())
+
+
 class ScriptedVADStream:
-    """What EarlyTranscriber uses of a VAD stream; events come from the test, not from audio."""
+    """What EarlyTranscriber uses of a VAD stream; events come from the test, not from audio.
+
+    Like Silero it sends every window it judged (`INFERENCE_DONE`, with the window's audio) before
+    the start or end of speech that window decided.
+    """
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[vad.VADEvent | None] = asyncio.Queue()
@@ -58,16 +74,30 @@ class ScriptedVADStream:
         while (event := await self.events.get()) is not None:
             yield event
 
-    def start(self) -> None:
-        self.events.put_nowait(vad.VADEvent(vad.VADEventType.START_OF_SPEECH, 0, 0.0, 0.05, 0.0))
-
-    def end(self, name: str) -> None:
-        """End of a stretch of speech, named by its length for the fake STT."""
-        samples = 160 * (len(NAMES) + 1)
-        NAMES[samples] = name
-        stretch = frame(samples)
+    def _window(self, audio: rtc.AudioFrame) -> None:
         self.events.put_nowait(
-            vad.VADEvent(vad.VADEventType.END_OF_SPEECH, 0, 0.0, 1.0, 0.0, frames=[stretch])
+            vad.VADEvent(vad.VADEventType.INFERENCE_DONE, 0, 0.0, 0.0, 0.0, frames=[audio])
+        )
+
+    def say(self, words: str) -> None:
+        """Speech starts (the start's speech buffer says the words) and ends after a short silence."""
+        self._window(spoken(words))
+        self.events.put_nowait(
+            vad.VADEvent(vad.VADEventType.START_OF_SPEECH, 0, 0.0, 0.05, 0.0, frames=[spoken(words)])
+        )
+        self._window(frame())  # the silence the VAD waited for
+        self.events.put_nowait(
+            vad.VADEvent(vad.VADEventType.END_OF_SPEECH, 0, 0.0, 1.0, 0.0, frames=[spoken(words), frame()])
+        )
+
+    def more(self, words: str) -> None:
+        """Speech resumes: the windows in the pause, then the new words, then the end again."""
+        self._window(frame())
+        self.events.put_nowait(vad.VADEvent(vad.VADEventType.START_OF_SPEECH, 0, 0.0, 0.05, 0.0, frames=[]))
+        self._window(spoken(words))
+        self._window(frame())
+        self.events.put_nowait(
+            vad.VADEvent(vad.VADEventType.END_OF_SPEECH, 0, 0.0, 1.0, 0.0, frames=[spoken(words), frame()])
         )
 
 
@@ -81,11 +111,12 @@ class ScriptedVAD:
 
 
 class SlowSTT(stt.STT[Any]):
-    """Returns the name of the stretch after `seconds`; non-streaming, like Whisper."""
+    """Returns the words in the audio after `seconds`; non-streaming, like Whisper."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self.seconds = seconds
+        self.asked: list[str] = []  # what it was given to transcribe, in order
 
     async def _recognize_impl(
         self,
@@ -95,11 +126,12 @@ class SlowSTT(stt.STT[Any]):
         conn_options: APIConnectOptions,
     ) -> stt.SpeechEvent:
         frames = buffer if isinstance(buffer, list) else [buffer]
+        text = heard_in(frames)
+        self.asked.append(text)
         await asyncio.sleep(self.seconds)
-        name = NAMES.get(sum(f.samples_per_channel for f in frames), "?")
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=name, confidence=0.9)],
+            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text, confidence=0.9)],
         )
 
 
@@ -111,10 +143,11 @@ async def finals(stream: stt.RecognizeStream, into: list[tuple[float, str]]) -> 
 
 async def started(
     transcription_seconds: float,
-) -> tuple[ScriptedVADStream, stt.RecognizeStream, list[tuple[float, str]], asyncio.Task[None]]:
+) -> tuple[ScriptedVADStream, stt.RecognizeStream, list[tuple[float, str]], asyncio.Task[None], SlowSTT]:
     scripted = ScriptedVAD()
+    whisper = SlowSTT(transcription_seconds)
     transcriber = EarlyTranscriber(
-        wrapped=SlowSTT(transcription_seconds),
+        wrapped=whisper,
         vad=scripted,  # type: ignore[arg-type]  # duck-typed stand-in for Silero
         report_after=REPORT_AFTER,
     )
@@ -122,55 +155,65 @@ async def started(
     stream.push_frame(frame())  # the stream opens its VAD stream once it runs
     await eventually(lambda: scripted.streams, within=1.0, interval=0.01, what="the VAD stream")
     heard: list[tuple[float, str]] = []
-    return scripted.streams[0], stream, heard, asyncio.create_task(finals(stream, heard))
+    return scripted.streams[0], stream, heard, asyncio.create_task(finals(stream, heard)), whisper
 
 
-async def test_a_pause_shorter_than_the_turn_silence_keeps_one_turn() -> None:
-    vad_stream, stream, heard, reader = await started(transcription_seconds=0.05)
-    vad_stream.start()
-    vad_stream.end("I need to")
+async def test_a_pause_shorter_than_the_turn_silence_keeps_one_turn_transcribed_whole() -> None:
+    vad_stream, stream, heard, reader, whisper = await started(transcription_seconds=0.05)
+    vad_stream.say("I need to")
     await asyncio.sleep(REPORT_AFTER / 2)  # transcribed by now, but the turn is not over
-    vad_stream.start()
-    vad_stream.end("cancel my subscription")
+    vad_stream.more("cancel my subscription")
     await asyncio.sleep(REPORT_AFTER + 0.2)
     assert [text for _, text in heard] == ["I need to cancel my subscription"]
+    # The second transcription was of the whole turn, pause included, not of its second half.
+    assert whisper.asked == ["I need to", "I need to cancel my subscription"]
     stream.end_input()
     await reader
 
 
 async def test_the_words_are_reported_when_the_turn_silence_is_over_not_before() -> None:
-    vad_stream, stream, heard, reader = await started(transcription_seconds=0.01)
+    vad_stream, stream, heard, reader, _ = await started(transcription_seconds=0.01)
     ended = time.monotonic()
-    vad_stream.start()
-    vad_stream.end("hello")
+    vad_stream.say("hello")
     await asyncio.sleep(REPORT_AFTER + 0.2)
     assert [text for _, text in heard] == ["hello"]
-    # Held until the silence is over (the session's VAD ends the turn first), then sent at once.
+    # Held until the silence is over (the session's VAD ends the turn then), then sent at once.
     assert REPORT_AFTER - 0.05 <= heard[0][0] - ended <= REPORT_AFTER + 0.15
     stream.end_input()
     await reader
 
 
 async def test_a_slow_transcription_stays_its_own_turn_when_the_next_one_begins() -> None:
-    vad_stream, stream, heard, reader = await started(transcription_seconds=REPORT_AFTER + 0.4)
-    vad_stream.start()
-    vad_stream.end("first turn")
+    vad_stream, stream, heard, reader, whisper = await started(transcription_seconds=REPORT_AFTER + 0.4)
+    vad_stream.say("first turn")
     await asyncio.sleep(REPORT_AFTER + 0.1)  # the turn is over; Whisper is still busy
-    vad_stream.start()
-    vad_stream.end("second turn")
+    vad_stream.say("second turn")
     await asyncio.sleep(2 * (REPORT_AFTER + 0.4) + 0.3)
     assert [text for _, text in heard] == ["first turn", "second turn"]
+    assert whisper.asked == ["first turn", "second turn"]  # the next turn starts afresh
     stream.end_input()
     await reader
 
 
 async def test_the_end_of_the_call_reports_what_was_said_in_order() -> None:
-    vad_stream, stream, heard, reader = await started(transcription_seconds=REPORT_AFTER + 0.2)
-    vad_stream.start()
-    vad_stream.end("one")
+    vad_stream, stream, heard, reader, _ = await started(transcription_seconds=REPORT_AFTER + 0.2)
+    vad_stream.say("one")
     await asyncio.sleep(REPORT_AFTER + 0.05)
-    vad_stream.start()
-    vad_stream.end("two")
+    vad_stream.say("two")
     stream.end_input()  # hung up before either was reported
     await asyncio.wait_for(reader, 5)
     assert [text for _, text in heard] == ["one", "two"]
+
+
+async def test_a_long_turn_is_transcribed_in_segments_each_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every stretch here is "long": each segment ends with its stretch.
+    monkeypatch.setattr(early_stt, "MAX_SEGMENT_SECONDS", 1 / RATE)
+    vad_stream, stream, heard, reader, whisper = await started(transcription_seconds=0.05)
+    vad_stream.say("a long story")
+    await asyncio.sleep(REPORT_AFTER / 2)
+    vad_stream.more("goes on")
+    await asyncio.sleep(REPORT_AFTER + 0.2)
+    assert [text for _, text in heard] == ["a long story goes on"]
+    assert whisper.asked == ["a long story", "goes on"]
+    stream.end_input()
+    await reader

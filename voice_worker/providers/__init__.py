@@ -24,9 +24,11 @@ from voice_worker.providers.early_stt import EarlyTranscriber
 from voice_worker.settings import DEFAULT_END_OF_TURN_SILENCE_SECONDS, VoiceWorkerSettings
 
 Mode = Literal["cloud", "offline"]
-# The offline STT reports a turn's text this long after the session's VAD ended the turn, so the two
-# VADs (each with its own 32 ms windows) agree on which silence ended it (see early_stt).
-REPORT_MARGIN_SECONDS = 0.1
+# How much later than the end-of-turn silence the offline STT reports a turn's text: none. The session
+# commits a turn once its VAD has ended it AND the transcript is there, whichever comes last; a text
+# reported a window before its VAD's verdict is held until then, and speech resuming in between
+# continues the turn with that text in it. A margin here only delayed every answer (it was 0.1 s).
+REPORT_MARGIN_SECONDS = 0.0
 
 __all__ = ["Mode", "ProviderChoiceError", "Providers", "build_providers", "choose_mode", "import_plugins"]
 
@@ -77,11 +79,11 @@ def shared_vad(min_silence_seconds: float = DEFAULT_END_OF_TURN_SILENCE_SECONDS)
 
 
 @cache
-def _shared_whisper(threads: int, beam_size: int) -> stt.STT[Any]:
+def _shared_whisper(threads: int, beam_size: int, short_window: bool) -> stt.STT[Any]:
     # One model per process, shared by every session: it is the largest thing in memory.
     from voice_worker.providers.whisper_stt import WhisperSTT
 
-    return WhisperSTT(cpu_threads=threads, beam_size=beam_size)
+    return WhisperSTT(cpu_threads=threads, beam_size=beam_size, short_window=short_window)
 
 
 def _model_profile(profile: AgentProfile) -> ModelProfile:
@@ -126,7 +128,9 @@ def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
     # than the one that ends the turn, so transcription runs while the end of the turn is still being
     # waited out; the turn's text is reported once the turn is over (see early_stt).
     transcriber = EarlyTranscriber(
-        wrapped=_shared_whisper(settings.whisper_threads, settings.whisper_beam_size),
+        wrapped=_shared_whisper(
+            settings.whisper_threads, settings.whisper_beam_size, settings.whisper_short_window
+        ),
         vad=shared_vad(settings.transcribe_after_silence_seconds),
         report_after=settings.end_of_turn_silence_seconds + REPORT_MARGIN_SECONDS,
     )
