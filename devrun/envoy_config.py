@@ -39,6 +39,11 @@ CALL_SERVICE = "syntera.livekit.v1.CallService"
 AGENT_SERVICE = "syntera.agent.v1.AgentService"
 CONVERSATION_SERVICE = "syntera.conversation.v1.ConversationService"
 
+# Calls Envoy multiplexes on one HTTP/2 connection to agent_svc before it opens another. agent_svc's
+# worker processes share one port (AGENT_SVC_WORKERS, SO_REUSEPORT) and the kernel spreads
+# connections, not calls, over them: on a single connection every call went to one worker.
+AGENT_STREAMS_PER_CONNECTION = 4
+
 # Internal RPCs: only other services call them, directly on the mesh network, never through the edge.
 INTERNAL_METHODS = (
     f"/{CONVERSATION_SERVICE}/ReportTranscript",
@@ -124,7 +129,14 @@ def split_address(address: str) -> tuple[str, int]:
 
 def render_bootstrap(config: EdgeConfig) -> dict[str, Any]:
     """The Envoy v3 bootstrap as a plain dict (serialise it with `write_bootstrap`)."""
-    clusters = [_cluster("agent_svc", config.agent_address, config.keepalive_interval_seconds)]
+    clusters = [
+        _cluster(
+            "agent_svc",
+            config.agent_address,
+            config.keepalive_interval_seconds,
+            streams_per_connection=AGENT_STREAMS_PER_CONNECTION,
+        )
+    ]
     if config.chat_address is not None:
         clusters.append(_cluster("chat_svc", config.chat_address, config.keepalive_interval_seconds))
     clusters = [_with_upstream_health(c, config) for c in clusters] + _operations_clusters(config)
@@ -563,7 +575,9 @@ def _origin_matchers(origins: Sequence[str]) -> list[dict[str, Any]]:
     return [{"exact": origin} for origin in origins]
 
 
-def _cluster(name: str, address: str, keepalive_seconds: int) -> dict[str, Any]:
+def _cluster(
+    name: str, address: str, keepalive_seconds: int, streams_per_connection: int | None = None
+) -> dict[str, Any]:
     # Several comma-separated addresses are replicas of one service (tests run two of each).
     endpoints = [split_address(part.strip()) for part in address.split(",") if part.strip()]
     if not endpoints:
@@ -592,6 +606,9 @@ def _cluster(name: str, address: str, keepalive_seconds: int) -> dict[str, Any]:
             ],
         },
     }
+    if streams_per_connection is not None:
+        options = cluster["typed_extension_protocol_options"][_H2_OPTIONS_KEY]["explicit_http_config"]
+        options["http2_protocol_options"]["max_concurrent_streams"] = streams_per_connection
     if discovery == "STRICT_DNS":
         # A name (a Kubernetes headless Service, `localhost`): every address it resolves to is a host.
         cluster["dns_lookup_family"] = "V4_PREFERRED"

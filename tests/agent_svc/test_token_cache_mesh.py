@@ -6,9 +6,11 @@ straight into the store, or while chat_svc (so the ends stream) was down.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -174,3 +176,36 @@ async def test_users_cannot_follow_conversation_ends(mesh_factory: MeshFactory) 
             async for _ in stub.WatchConversationEnds(request, metadata=ALICE, timeout=10):
                 pass
         assert blocked.value.code() != grpc.StatusCode.OK
+
+
+async def test_worker_processes_share_the_port_and_stop_together(mesh_factory: MeshFactory) -> None:
+    mesh = mesh_factory(standin=True, extra_env={"AGENT_SVC_WORKERS": "2"})
+    group = mesh.process(AGENT_SVC).pid
+    await eventually(lambda: len(_members(group)) == 2, within=20, what="two agent_svc processes")
+    await eventually(lambda: _agent_log(mesh).count("cache on") >= 2, within=20, what="both following ends")
+    async with _stubs(mesh) as (tokens, chat):
+        conversation = await _conversation(chat)
+        # Envoy spreads its calls over several connections, so over both processes.
+        results = await asyncio.gather(*(_token(tokens, conversation) for _ in range(40)))
+        assert set(results) == {grpc.StatusCode.OK}
+        await chat.EndConversation(
+            conv_pb.EndConversationRequest(conversation_id=conversation), metadata=ALICE, timeout=10
+        )
+        results = await asyncio.gather(*(_token(tokens, conversation) for _ in range(40)))
+        assert set(results) == {grpc.StatusCode.FAILED_PRECONDITION}
+    mesh.stop(AGENT_SVC)
+    assert _members(group) == []
+
+
+def _members(group: int) -> list[int]:
+    """Live processes of a process group (the first agent_svc process leads its workers')."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
