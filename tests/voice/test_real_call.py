@@ -117,6 +117,11 @@ async def test_a_room_created_first_still_gets_exactly_one_agent(call_mesh: Mesh
         assert len(await agents_in_room(call_mesh, join.room_name)) == 1
 
 
+# What the caller says over the agent. Whisper tiny.en hears it right with either encoder window;
+# "Stop, stop, that is enough, thank you." came back as "now give it up" in about half the calls.
+CUT_IN = "Okay, stop, thank you very much."
+
+
 async def test_leaving_ends_the_job_and_talking_over_the_agent_keeps_its_cut_turn(call_mesh: Mesh) -> None:
     join = await new_call(call_mesh)
     async with Caller() as caller:
@@ -127,24 +132,27 @@ async def test_leaving_ends_the_job_and_talking_over_the_agent_keeps_its_cut_tur
         answer_start = await caller.wait_for_agent_speech(after=spoken_end, within=ANSWER_WITHIN_SECONDS)
         # The scripted answer repeats the request and takes several seconds: cut in after one.
         await asyncio.sleep(max(0.0, answer_start + 1.0 - time.monotonic()))
-        await caller.say(speak("Stop, stop, that is enough, thank you.").samples, RATE)
+        await caller.say(speak(CUT_IN).samples, RATE)
         await caller.wait_until_agent_quiet(quiet_for=1.5)
     # The caller hung up: the agent leaves and the room empties.
     await wait_for(
         lambda: _no_agent(call_mesh, join.room_name), "the agent leaving the room after the caller left"
     )
 
-    def interrupted_turn_stored(messages: list[res.Message]) -> bool:
-        return any(m.interrupted for m in final_turns(messages, res.ROLE_AGENT))
+    # Both turns of the cut: the agent's interrupted one, and the caller's cut-in, which may reach
+    # chat_svc only as the call closes (its transcript is flushed with the session), after the other.
+    def both_turns_stored(messages: list[res.Message]) -> bool:
+        interrupted = any(m.interrupted for m in final_turns(messages, res.ROLE_AGENT))
+        return interrupted and len(final_turns(messages, res.ROLE_USER)) >= 2
 
-    messages = await wait_for_messages(call_mesh, join.conversation_id, interrupted_turn_stored)
+    messages = await wait_for_messages(call_mesh, join.conversation_id, both_turns_stored)
     (cut,) = [m for m in final_turns(messages, res.ROLE_AGENT) if m.interrupted]
     # What was stored is what was spoken before the cut: shorter than the whole scripted answer.
     assert cut.text
     assert "scripted offline responder" not in cut.text
     users = final_turns(messages, res.ROLE_USER)
     assert len(users) == 2, [m.text for m in users]
-    assert word_error_rate("Stop, stop, that is enough, thank you.", users[1].text) <= 0.5, users[1].text
+    assert word_error_rate(CUT_IN, users[1].text) <= 0.5, users[1].text
 
 
 async def _no_agent(mesh: Mesh, room_name: str) -> bool:
