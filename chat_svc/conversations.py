@@ -10,7 +10,6 @@ import structlog
 from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from chat_svc import paging
 from chat_svc.calls import CallSetup
 from chat_svc.records import Call, CallState, Channel, Conversation, JoinGrant, Status, now_us
 from chat_svc.store import (
@@ -22,14 +21,11 @@ from chat_svc.store import (
     store_errors,
 )
 from chat_svc.validation import TITLE_MAX, check_id, check_page_size, check_request_id
+from servicekit import ids, paging
 from servicekit.auth import Principal
 from servicekit.errors import DomainError, Violations, not_found, permission_denied
 
 log = structlog.get_logger("chat_svc.conversations")
-
-
-def room_name_for(conversation_id: str) -> str:
-    return f"conversation:{conversation_id}"
 
 
 @dataclass(frozen=True)
@@ -166,7 +162,7 @@ class Conversations:
         room_name = ""
         if channel.is_call:
             join = await self._calls.join_grant(conversation_id, principal.subject, request.agent_id, channel)
-            room_name = join.room_name or room_name_for(conversation_id)
+            room_name = join.room_name or ids.room_name(conversation_id)
             metadata = {
                 "agent_name": join.agent_name,
                 "dispatch": "token",

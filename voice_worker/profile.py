@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# Re-exported: the mesh's default agent is servicekit.ids' (the worker falls back to it).
-from servicekit.ids import DEFAULT_AGENT_ID as DEFAULT_AGENT_ID
+from servicekit.ids import DEFAULT_AGENT_ID
 
 ProviderMode = Literal["", "cloud", "offline"]
 

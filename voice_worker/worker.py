@@ -7,7 +7,6 @@ names it (naming an agent turns automatic dispatch off).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
 from typing import Any
@@ -16,13 +15,12 @@ import structlog
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, cli
 from livekit.agents.voice import room_io
 
-from servicekit import context, logs
+from servicekit import context, ids, logs
 from servicekit.client import ServiceCredentials
 from voice_worker import metrics
 from voice_worker.call import DispatchInfo, open_call
 from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
 from voice_worker.history import ConversationHistory, Turn
-from voice_worker.profile import DEFAULT_AGENT_ID
 from voice_worker.providers import ProviderChoiceError, import_plugins, shared_vad
 from voice_worker.sender import drain_orphans
 from voice_worker.settings import VoiceWorkerSettings
@@ -51,27 +49,18 @@ class DispatchMetadataError(ValueError):
 
 
 def parse_dispatch(metadata: str, room_name: str) -> DispatchInfo:
-    """Reads `{"conversationId", "agentId"}`; falls back to the room name `conversation:{id}`."""
-    data: dict[str, object] = {}
-    if metadata:
-        try:
-            parsed = json.loads(metadata)
-        except json.JSONDecodeError:
-            parsed = {}
-        if isinstance(parsed, dict):
-            data = parsed
-    conversation_id = data.get("conversationId")
-    if not isinstance(conversation_id, str) or not conversation_id:
-        prefix = "conversation:"
-        if room_name.startswith(prefix) and len(room_name) > len(prefix):
-            conversation_id = room_name[len(prefix) :]
-        else:
-            raise DispatchMetadataError("dispatch metadata has no conversationId and the room name has none")
-    agent_id = data.get("agentId")
+    """The call agent_svc dispatched us to (servicekit.ids writes and reads its metadata).
+
+    Without a conversation in the metadata (a dispatch made by hand, say), the room's name says it.
+    """
+    dispatch = ids.read_dispatch(metadata)
+    conversation_id = dispatch.conversation_id or ids.conversation_of_room(room_name)
+    if not conversation_id:
+        raise DispatchMetadataError("dispatch metadata has no conversationId and the room name has none")
     return DispatchInfo(
         conversation_id=conversation_id,
-        agent_id=agent_id if isinstance(agent_id, str) and agent_id else DEFAULT_AGENT_ID,
-        resume=data.get("resume") is True,
+        agent_id=dispatch.agent_id or ids.DEFAULT_AGENT_ID,
+        resume=dispatch.resume,
     )
 
 
