@@ -56,7 +56,7 @@ from chat_svc.reply_records import (
     SummaryState,
     generator_to_doc,
 )
-from chat_svc.store import Collections, Document, message_from_doc, store_errors
+from chat_svc.store import Collections, Document, in_conversation, message_from_doc, store_errors
 from chat_svc.validation import check_id
 from chat_svc.watch import ALL_CONVERSATIONS_KEY
 from servicekit.auth import Principal
@@ -353,7 +353,7 @@ class Replies:
     async def _cancel(self, conversation_id: str, *, below_to_seq: int = 0, message_id: str = "") -> None:
         """Marks CANCELLED the generating replies to user messages before `below_to_seq`, or the
         reply `message_id`; their writers (on any replica) stop at their next write."""
-        query: dict[str, Any] = {"conversation_id": conversation_id}
+        query: dict[str, Any] = in_conversation(conversation_id)
         if message_id:
             query["_id"] = message_id
         else:
@@ -481,7 +481,7 @@ class Replies:
         limit = self._settings.history_max_messages
         with store_errors():
             docs = (
-                await self._c.messages.find({"conversation_id": conversation_id, "seq": {"$lte": to_seq}})
+                await self._c.messages.find({**in_conversation(conversation_id), "seq": {"$lte": to_seq}})
                 .sort("seq", DESCENDING)
                 .limit(limit * 3)
                 .to_list()
@@ -493,7 +493,7 @@ class Replies:
     async def _newer_user_message(self, conversation_id: str, seq: int) -> bool:
         with store_errors():
             newer = await self._c.messages.find_one(
-                {"conversation_id": conversation_id, "seq": {"$gt": seq}, "role": Role.USER.value},
+                {**in_conversation(conversation_id), "seq": {"$gt": seq}, "role": Role.USER.value},
                 projection={"_id": True},
             )
         return newer is not None
@@ -602,7 +602,7 @@ class Replies:
     async def _transcript(self, conversation_id: str) -> list[HistoryTurn]:
         with store_errors():
             docs = (
-                await self._c.messages.find({"conversation_id": conversation_id})
+                await self._c.messages.find(in_conversation(conversation_id))
                 .sort("seq", DESCENDING)
                 .limit(SUMMARY_INPUT_TURNS * 2)
                 .to_list()

@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as pb
 from tests.chat_svc.calls import TIMEOUT, _details, as_user, create, report, segment
+from tests.chat_svc.processes import address, chat_process, wait_serving
 from tests.chat_svc.support import make_settings
 from tests.conftest import Store
 from tests.support.identity import SERVICE_JWT_SECRET
@@ -76,6 +78,12 @@ class Stream:
                 self.messages.append(event.message)
             elif kind == "keep_alive":
                 self.live.set()
+
+    async def settled(self) -> None:
+        """Returns once the stream is live or has ended (refused, say)."""
+        live = asyncio.ensure_future(self.live.wait())
+        await asyncio.wait({live, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        live.cancel()
 
     def finals(self) -> dict[int, str]:
         return {m.seq: m.text for m in self.messages if m.final}
@@ -194,62 +202,85 @@ async def _fill(store: Store, database: str, messages: int) -> None:
         await client.close()
 
 
+@pytest.mark.mesh
 async def test_a_hundred_watchers_and_fifty_sends_a_second_leave_the_store_to_everyone(
-    store: Store, database_name: str, agent_port: int
+    store: Store, database_name: str, agent_port: int, tmp_path: Path
 ) -> None:
     # Other conversations' messages: a store that scans per watcher shows it at this size.
     await _fill(store, database_name, 10_000)
-    async with replica(store, database_name, agent_port, WATCH_MAX_PER_USER=200) as chat:
-        # A conversation with some history, so each opening replay has something to read.
-        conversation_id = (await create(chat, "alice")).conversation.conversation_id
-        for n in range(20):
-            await chat.SendMessage(
-                api.SendMessageRequest(conversation_id=conversation_id, text=f"old {n}", request_id=f"o{n}"),
-                metadata=as_user("alice"),
-                timeout=TIMEOUT,
+    # chat_svc in a process of its own, as it runs, with its default limit of watch streams per
+    # user (20): this process only plays the clients.
+    process = chat_process(tmp_path, "chat_svc", store.uri, database_name, f"127.0.0.1:{agent_port}")
+    process.start()
+    try:
+        await wait_serving(process)
+        async with grpc.aio.insecure_channel(address(process)) as channel:
+            await _hundred_watchers(api_grpc.ConversationServiceStub(channel))
+    finally:
+        process.stop()
+
+
+async def _hundred_watchers(chat: api_grpc.ConversationServiceStub) -> None:
+    # A call's conversation with some history, so each opening replay has something to read. (In
+    # a call the voice agent answers typed messages, so the sends are all that is written here.)
+    conversation_id = (await create(chat, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    for n in range(20):
+        await chat.SendMessage(
+            api.SendMessageRequest(conversation_id=conversation_id, text=f"old {n}", request_id=f"o{n}"),
+            metadata=as_user("alice"),
+            timeout=TIMEOUT,
+        )
+    bobs = (await create(chat, "bob")).conversation.conversation_id
+    streams = [Stream(chat, conversation_id, "alice") for _ in range(100)]
+    try:
+        # One conversation is one user's: the limit bounds what their hundred streams can cost.
+        await asyncio.wait_for(asyncio.gather(*(s.settled() for s in streams)), TIMEOUT)
+        sends: list[asyncio.Future[Any]] = []
+        gets: list[asyncio.Future[Any]] = []
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        # 50 sends a second for 5 s, open loop, while the watchers open; bob reads his own
+        # conversation 5 times a second meanwhile.
+        for n in range(250):
+            await asyncio.sleep(max(0.0, begin + n / 50 - loop.time()))
+            sends.append(
+                asyncio.ensure_future(
+                    chat.SendMessage(
+                        api.SendMessageRequest(
+                            conversation_id=conversation_id, text=f"new {n}", request_id=f"n{n}"
+                        ),
+                        metadata=as_user("alice"),
+                        timeout=TIMEOUT,
+                    )
+                )
             )
-        bobs = (await create(chat, "bob")).conversation.conversation_id
-        streams = [Stream(chat, conversation_id, "alice") for _ in range(100)]
-        try:
-            sends: list[asyncio.Future[Any]] = []
-            gets: list[asyncio.Future[Any]] = []
-            loop = asyncio.get_running_loop()
-            begin = loop.time()
-            # 50 sends a second for 5 s, open loop, while the watchers open; bob reads his own
-            # conversation 5 times a second meanwhile.
-            for n in range(250):
-                await asyncio.sleep(max(0.0, begin + n / 50 - loop.time()))
-                sends.append(
+            if n % 10 == 0:
+                gets.append(
                     asyncio.ensure_future(
-                        chat.SendMessage(
-                            api.SendMessageRequest(
-                                conversation_id=conversation_id, text=f"new {n}", request_id=f"n{n}"
-                            ),
-                            metadata=as_user("alice"),
+                        chat.GetConversation(
+                            api.GetConversationRequest(conversation_id=bobs),
+                            metadata=as_user("bob"),
                             timeout=TIMEOUT,
                         )
                     )
                 )
-                if n % 10 == 0:
-                    gets.append(
-                        asyncio.ensure_future(
-                            chat.GetConversation(
-                                api.GetConversationRequest(conversation_id=bobs),
-                                metadata=as_user("bob"),
-                                timeout=TIMEOUT,
-                            )
-                        )
-                    )
-            sent = await asyncio.gather(*sends)  # every send succeeds (an error would raise here)
-            got = await asyncio.gather(*gets)
-            assert len({m.message.seq for m in sent}) == 250
-            assert all(g.conversation.conversation_id == bobs for g in got)
-            expected = {f"old {n}" for n in range(20)} | {f"new {n}" for n in range(250)}
-            for stream in streams:
-                await _until(lambda s=stream: set(s.finals().values()) == expected)
-                assert stream.doubled() == []
-        finally:
-            await asyncio.gather(*(s.close() for s in streams))
+        sent = await asyncio.gather(*sends)  # every send succeeds (an error would raise here)
+        got = await asyncio.gather(*gets)
+        assert len({m.message.seq for m in sent}) == 250
+        assert all(g.conversation.conversation_id == bobs for g in got)
+        served = [s for s in streams if not s.task.done()]
+        refused = [s for s in streams if s.task.done()]
+        assert len(served) == 20
+        for stream in refused:
+            error = stream.task.exception()
+            assert isinstance(error, grpc.aio.AioRpcError)
+            assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        expected = {f"old {n}" for n in range(20)} | {f"new {n}" for n in range(250)}
+        for stream in served:
+            await _until(lambda s=stream: set(s.finals().values()) == expected)
+            assert stream.doubled() == []
+    finally:
+        await asyncio.gather(*(s.close() for s in streams))
 
 
 async def test_one_user_holds_a_bounded_number_of_watch_streams(
