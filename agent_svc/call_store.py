@@ -10,15 +10,14 @@ and hold across replicas.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import structlog
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from agent_svc.call_record import (
     CallEvent,
@@ -29,9 +28,7 @@ from agent_svc.call_record import (
     Role,
     Session,
 )
-from servicekit.errors import DomainError, ErrorKind
-
-log = structlog.get_logger("agent_svc.calls")
+from servicekit.store_errors import store_errors as servicekit_store_errors
 
 EVENTS_COLLECTION = "call_events"
 CALLS_COLLECTION = "calls"
@@ -79,25 +76,9 @@ class StoredCall:
         return self.reserved_until_us > now_us and (end is None or self.reserved_at_us > end)
 
 
-def _store_unavailable() -> DomainError:
-    return DomainError(ErrorKind.UNAVAILABLE, "STORE_UNAVAILABLE", "the call store is unavailable")
-
-
-@contextlib.contextmanager
-def store_errors() -> Iterator[None]:
+def store_errors() -> contextlib.AbstractContextManager[None]:
     """Driver failures as UNAVAILABLE (a webhook is then retried by LiveKit), never a raw error."""
-    try:
-        yield
-    except DuplicateKeyError:
-        raise
-    except ConnectionFailure as exc:
-        log.warning("call store unreachable", error_type=type(exc).__name__)
-        raise _store_unavailable() from None
-    except PyMongoError as exc:
-        if exc.timeout:
-            log.warning("call store timed out", error_type=type(exc).__name__)
-            raise _store_unavailable() from None
-        raise
+    return servicekit_store_errors("call store")
 
 
 class CallStore:

@@ -7,15 +7,13 @@ embedded store hands back updated booleans as 0/1.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from chat_svc.records import (
     Call,
@@ -32,9 +30,8 @@ from chat_svc.records import (
     TurnMetrics,
 )
 from chat_svc.reply_records import reply_from_doc, reply_to_doc, summary_from_doc
-from servicekit.errors import DomainError, ErrorKind
-
-log = structlog.get_logger("chat_svc.store")
+from servicekit import store_errors as servicekit_store_errors
+from servicekit.errors import DomainError
 
 Document = dict[str, Any]
 
@@ -113,25 +110,16 @@ def in_conversation(conversation_id: str) -> Document:
     return equal(conversation_id=conversation_id)
 
 
+_STORE = "conversation store"
+
+
 def store_unavailable() -> DomainError:
-    return DomainError(ErrorKind.UNAVAILABLE, "STORE_UNAVAILABLE", "the conversation store is unavailable")
+    return servicekit_store_errors.store_unavailable(_STORE)
 
 
-@contextlib.contextmanager
-def store_errors() -> Iterator[None]:
+def store_errors() -> contextlib.AbstractContextManager[None]:
     """Turns driver failures into domain errors so callers never see UNKNOWN or a raw traceback."""
-    try:
-        yield
-    except DuplicateKeyError:
-        raise  # callers that can race handle it; anywhere else it is a bug worth INTERNAL
-    except ConnectionFailure as exc:
-        log.warning("store unreachable", error_type=type(exc).__name__)
-        raise store_unavailable() from None
-    except PyMongoError as exc:
-        if exc.timeout:
-            log.warning("store timed out", error_type=type(exc).__name__)
-            raise store_unavailable() from None
-        raise
+    return servicekit_store_errors.store_errors(_STORE)
 
 
 def _opt_int(value: Any) -> int | None:
