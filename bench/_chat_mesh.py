@@ -49,13 +49,13 @@ class ChatMesh:
     seeded: str
     store_pid: int
 
-    def pids(self) -> dict[str, int]:
+    def pids(self) -> dict[str, list[int]]:
         """The measured processes' ids, by name."""
-        pids = {"nx-27017": self.store_pid}
+        pids = {"nx-27017": [self.store_pid]}
         for name in ("chat_svc", "agent_svc", "envoy"):
             popen = self.mesh.process(name).popen
             if popen is not None:
-                pids[name] = popen.pid
+                pids[name] = [popen.pid]
         return pids
 
 
@@ -101,21 +101,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """Shares of a core each process used between `start()` and `report()`."""
+    """Shares of a core each process (or group of processes) used between `start()` and `report()`."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, list[int]]) -> None:
         self._pids = pids
         self._start: dict[str, float] = {}
         self._began = 0.0
 
     def start(self) -> None:
         self._began = time.monotonic()
-        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._start = {name: self._used(pids) for name, pids in self._pids.items()}
 
     def report(self) -> str:
         wall = max(time.monotonic() - self._began, 1e-9)
-        shares = {name: (cpu_seconds(pid) - self._start[name]) / wall for name, pid in self._pids.items()}
+        shares = {name: (self._used(pids) - self._start[name]) / wall for name, pids in self._pids.items()}
         return ", ".join(f"{name} {share * 100:.0f}%" for name, share in shares.items())
+
+    @staticmethod
+    def _used(pids: list[int]) -> float:
+        return sum(cpu_seconds(pid) for pid in pids)
 
 
 def load_average() -> str:

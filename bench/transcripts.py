@@ -130,9 +130,7 @@ async def _report(conversations: list[str], chat_addr: str, rate: float, seconds
                 "written": written,
                 "unflushed": sum(not f for f in flushed),
                 "failed_attempts": failed,
-                "report_p50": percentile(took, 50),
-                "report_p99": percentile(took, 99),
-                "batches": len(took),
+                "took": took,
             }
         )
 
@@ -227,7 +225,7 @@ async def _create(target: ChatMesh, calls: int) -> list[tuple[str, str]]:
     return created
 
 
-async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -> Figures:
+async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float, per_reporter: int) -> Figures:
     created = await _create(target, calls)
     logs = target.workdir / "load"
     watcher = LoadProcess(
@@ -235,34 +233,49 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -
         ["watch", "--target", target.envoy_addr, "--calls", json.dumps(created)],
         logs / f"watchers-{calls}.log",
     )
-    reporter = LoadProcess(
-        "bench.transcripts",
-        [
-            "report",
-            "--target",
-            target.chat_addr,
-            "--conversations",
-            json.dumps([c for c, _ in created]),
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(seconds),
-        ],
-        logs / f"reporters-{calls}.log",
-        env={_SERVICE_SECRET_ENV: target.mesh.service_jwt_secret},
-    )
+    # Reporters split over processes, as calls are over worker processes (each a few calls).
+    ids = [c for c, _ in created]
+    reporters = [
+        LoadProcess(
+            "bench.transcripts",
+            [
+                "report",
+                "--target",
+                target.chat_addr,
+                "--conversations",
+                json.dumps(ids[start : start + per_reporter]),
+                "--rate",
+                str(rate),
+                "--seconds",
+                str(seconds),
+            ],
+            logs / f"reporters-{calls}-{start}.log",
+            env={_SERVICE_SECRET_ENV: target.mesh.service_jwt_secret},
+        )
+        for start in range(0, len(ids), per_reporter)
+    ]
     try:
         ready = await watcher.line(90)
         if "error" in ready:
             raise RuntimeError(f"watchers: {ready}")
-        await reporter.line(60)
-        meter = CpuMeter({**target.pids(), "reporters": reporter.pid, "watchers": watcher.pid})
+        for reporter in reporters:
+            await reporter.line(60)
+        meter = CpuMeter(
+            {**target.pids(), "reporters": [r.pid for r in reporters], "watchers": [watcher.pid]}
+        )
         meter.start()
         served = ServerTimes(target.mesh.log_dir / "chat_svc.log", "/ReportTranscript")
         served.start()
-        reporter.send({"go": True})
-        reported = await reporter.line(seconds + 120)
+        for reporter in reporters:
+            reporter.send({"go": True})
+        parts = [await reporter.line(seconds + 120) for reporter in reporters]
         cpu = meter.report()
+        reported: dict[str, Any] = {
+            "sent": {k: v for part in parts for k, v in part["sent"].items()},
+            "written": {k: v for part in parts for k, v in part["written"].items()},
+            "failed_attempts": sum(part["failed_attempts"] for part in parts),
+            "took": [t for part in parts for t in part["took"]],
+        }
         in_service = served.durations_ms()
         # Every report was acknowledged; a delivery that has not come after this counts as lost.
         await asyncio.sleep(_SETTLE_SECONDS)
@@ -270,7 +283,8 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -
         received = await watcher.line(60)
     finally:
         watcher.close()
-        reporter.close()
+        for reporter in reporters:
+            reporter.close()
     sent: dict[str, float] = reported["sent"]
     written: dict[str, float] = reported["written"]
     got: dict[str, float] = received["received"]
@@ -296,22 +310,28 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float) -
         watch_errors=list(received["errors"])[:5],
         cpu=cpu,
         rpc=(
-            f"{reported['batches']} ReportTranscript calls, p50 {reported['report_p50']:.1f} ms, "
-            f"p99 {reported['report_p99']:.1f} ms; in chat_svc (its log) p50 "
+            f"{len(reported['took'])} ReportTranscript calls from {len(reporters)} reporter processes, "
+            f"p50 {percentile(reported['took'], 50):.1f} ms, "
+            f"p99 {percentile(reported['took'], 99):.1f} ms; in chat_svc (its log) p50 "
             f"{percentile(in_service, 50):.1f} ms, p99 {percentile(in_service, 99):.1f} ms"
         ),
     )
 
 
 async def run(
-    calls: list[int], rate: float, seconds: float, seed_conversations: int, seed_messages: int
+    calls: list[int],
+    rate: float,
+    seconds: float,
+    seed_conversations: int,
+    seed_messages: int,
+    per_reporter: int = 25,
 ) -> int:
     print(f"transcripts: {load_average()} before the mesh starts", flush=True)
     failed = 0
     async with chat_mesh(seed_conversations=seed_conversations, seed_messages=seed_messages) as target:
         print(f"  {target.seeded}; services at log level INFO; Envoy access log on", flush=True)
         for count in calls:
-            figures = await _run_once(target, count, rate, seconds)
+            figures = await _run_once(target, count, rate, seconds, per_reporter)
             print(
                 f"  {count} calls x {rate:g} segments/s for {seconds:g} s ({load_average()} after):\n"
                 f"    reported {figures.reported}, delivered {figures.delivered}, "
@@ -349,6 +369,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--seed-conversations", type=int, default=SEED_CONVERSATIONS)
     parser.add_argument("--seed-messages", type=int, default=SEED_MESSAGES)
+    parser.add_argument("--calls-per-reporter", type=int, default=25, help="calls per reporter process")
     args = parser.parse_args()
     if args.role is not None:
         # As the worker logs (JSON at INFO); its lines go to the load log, not the figures.
@@ -361,7 +382,14 @@ def main() -> None:
     else:
         sys.exit(
             asyncio.run(
-                run(args.call_counts, args.rate, args.seconds, args.seed_conversations, args.seed_messages)
+                run(
+                    args.call_counts,
+                    args.rate,
+                    args.seconds,
+                    args.seed_conversations,
+                    args.seed_messages,
+                    max(1, args.calls_per_reporter),
+                )
             )
         )
 
