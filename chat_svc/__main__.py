@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -56,6 +57,9 @@ async def _run(settings: ChatSettings) -> None:
             agent_svc=settings.agent_svc_address,
             database=settings.mongodb_database,
         )
+        # What exists now (modules, clients, the server) lives as long as the process: keep it out
+        # of the collector's full passes, which otherwise walk all of it in the middle of calls.
+        gc.freeze()
         await serve_until_signal(running, settings.shutdown_grace_seconds)
     finally:
         await writer.close()
