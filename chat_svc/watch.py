@@ -116,6 +116,13 @@ class _Delivered:
         self.call_revision = call.revision
         return True
 
+    def has(self, doc: dict[str, Any]) -> bool:
+        """True when this stored message's revision (or a newer one) was sent already."""
+        try:
+            return self.revisions.get(int(doc["seq"]), 0) >= int(doc["revision"])
+        except (KeyError, TypeError, ValueError):
+            return False  # decoded (and judged) in full instead
+
     def accept(self, message: Message) -> bool:
         if self.revisions.get(message.seq, 0) >= message.revision:
             return False
@@ -302,6 +309,10 @@ class Watchers:
                     if events and isinstance(events[-1], ConversationEnded):
                         return
                 elif isinstance(item, Change) and item.feed == MESSAGES_FEED:
+                    # Every write comes twice on the replica that made it (at once, then from the
+                    # feed): the repeat is dropped before it is decoded.
+                    if delivered.has(item.document):
+                        continue
                     message = message_from_doc(item.document)
                     if delivered.accept(message):
                         metrics.delivered_live(message)
