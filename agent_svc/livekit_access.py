@@ -22,7 +22,7 @@ from agent_svc.model import (
 )
 from agent_svc.ownership import ConversationAccess, ConversationFacts
 from agent_svc.tokens import MAX_DISPLAY_NAME, TokenMinter, TokenSpec
-from servicekit import ids
+from servicekit import context, ids
 from servicekit.auth import Principal
 from servicekit.errors import (
     FieldViolation,
@@ -150,7 +150,9 @@ class LiveKitAccess:
                 ttl_seconds=request.ttl_seconds,
             )
         )
-        log.info("token issued", room=minted.room_name, kind=kind.value, media=media.value)
+        # On the call's access log line ("rpc finished", INFO), not a line of its own: two JSON lines
+        # per token were a tenth of agent_svc's CPU on the token path.
+        context.add_call_fields(room=minted.room_name, kind=kind.value, media=media.value)
         return minted
 
     async def create_room(self, caller: Caller, conversation_id: str, agent_id: str) -> RoomCreated:

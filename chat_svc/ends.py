@@ -84,7 +84,7 @@ class ConversationEnds:
         self._local.add(subscription)
         try:
             await self._feed.wait_open(self._open_limit)
-            log.info("conversation ends followed", service=principal.subject)
+            log.info("conversation ends followed", caller=principal.subject)
             yield Opened()
             while True:
                 item = await subscription.get(self._keepalive)

@@ -117,16 +117,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         started = time.perf_counter()
         tokens = context.bind(None, _request_id(metadata))
         bearer_reset = context.bind_bearer_token("")
+        fields_reset = context.bind_call_fields()
         try:
             request = decode()
             if method not in self._self_authenticated:
                 context.bind_principal(self._authenticate(metadata))
             yield request
-            _log_done(method, started, "OK")
+            _log_done(method, started, "OK", **context.call_fields())
         except BaseException as exc:  # noqa: BLE001 - every failure must become a status
             await _abort(method, started, ctx, exc)
             raise
         finally:
+            context.unbind_call_fields(fields_reset)
             context.unbind_bearer_token(bearer_reset)
             context.unbind(tokens)
 

@@ -63,16 +63,31 @@ def split_method(method: str) -> tuple[str, str]:
     return service, name
 
 
+# Each method's labelled series, looked up once: `labels()` splits, builds and locks on every call,
+# and it ran three times per RPC on the token path. Bounded by the methods and codes that exist.
+_started: dict[tuple[str, str], Counter] = {}
+_handled: dict[tuple[str, str, str], Counter] = {}
+_seconds: dict[tuple[str, str], Histogram] = {}
+
+
 def rpc_started(method: str, rpc_type: str) -> None:
-    service, name = split_method(method)
-    RPC_STARTED.labels(service, name, rpc_type).inc()
+    series = _started.get((method, rpc_type))
+    if series is None:
+        series = _started[(method, rpc_type)] = RPC_STARTED.labels(*split_method(method), rpc_type)
+    series.inc()
 
 
 def rpc_handled(method: str, rpc_type: str, code: str, seconds: float) -> None:
     """Counts a finished RPC under its gRPC status name (`OK`, `NOT_FOUND`, `CANCELLED`, ...)."""
-    service, name = split_method(method)
-    RPC_HANDLED.labels(service, name, rpc_type, code).inc()
-    RPC_SECONDS.labels(service, name, rpc_type).observe(seconds)
+    key = (method, rpc_type, code)
+    handled = _handled.get(key)
+    if handled is None:
+        handled = _handled[key] = RPC_HANDLED.labels(*split_method(method), rpc_type, code)
+    handled.inc()
+    timing = _seconds.get((method, rpc_type))
+    if timing is None:
+        timing = _seconds[(method, rpc_type)] = RPC_SECONDS.labels(*split_method(method), rpc_type)
+    timing.observe(seconds)
 
 
 class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
