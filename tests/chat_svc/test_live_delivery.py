@@ -21,9 +21,9 @@ from google.rpc import error_details_pb2
 from chat_svc.agent_client import AgentServiceClient
 from chat_svc.app import create_server
 from chat_svc.changefeed import Disruptions
-from chat_svc.records import Message, Role, Source
+from chat_svc.records import Channel, Conversation, Message, Role, Source, Status
 from chat_svc.store import message_to_doc, open_client
-from chat_svc.watch import _Delivered
+from chat_svc.watch import _Delivered, _SharedReads, _Snapshot
 from syntera.conversation.v1 import conversation_service_pb2 as api
 from syntera.conversation.v1 import conversation_service_pb2_grpc as api_grpc
 from syntera.conversation.v1 import resources_pb2 as pb
@@ -342,3 +342,44 @@ async def test_a_replica_whose_copy_of_a_turn_went_stale_still_writes_the_stored
         assert [(m.seq, m.text, m.final, m.revision) for m in listed.messages] == [
             (1, "hello world", True, 3)
         ]
+
+
+@pytest.mark.unit
+async def test_watchers_opening_together_share_one_replay_and_never_an_older_one() -> None:
+    shared = _SharedReads()
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def read() -> _Snapshot:
+        reads.append(len(reads))
+        await release.wait()
+        return _Snapshot((), _conversation())
+
+    key = (("c", "after", 0, ()),)
+    # A hundred watchers ask at once: one read serves them all.
+    first = [asyncio.ensure_future(shared.read(key, read)) for _ in range(100)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert reads == [0]
+    # Watchers asking while that read runs subscribed after it started: they wait for the next
+    # read, one for all of them, never for the one already under way.
+    later = [asyncio.ensure_future(shared.read(key, read)) for _ in range(50)]
+    await asyncio.sleep(0)
+    assert reads == [0]
+    release.set()
+    await asyncio.gather(*first, *later)
+    assert reads == [0, 1]
+
+
+def _conversation() -> Conversation:
+    return Conversation(
+        conversation_id="c",
+        user_id="u",
+        agent_id="default",
+        channel=Channel.VOICE,
+        status=Status.ACTIVE,
+        title="",
+        room_name="",
+        metadata={},
+        create_time_us=0,
+    )
