@@ -225,12 +225,14 @@ def measure(
     warmup_s: float,
     workdir: Path,
 ) -> list[LoadResult]:
-    """For each connection count, ours then the reference, the same requests to both."""
+    """For each connection count ours and the reference (alternately first), the same requests to both."""
     assert stack.mesh.envoy_url is not None  # noqa: S101 - token_stack always starts Envoy
     requests = requests_for(targets)
     results: list[LoadResult] = []
-    for count in connections:
-        for server, url in (("ours", stack.mesh.envoy_url), ("reference", stack.reference_url)):
+    servers = [("ours", stack.mesh.envoy_url), ("reference", stack.reference_url)]
+    for index, count in enumerate(connections):
+        # Alternating which goes first, so neither always runs on the machine the other just heated.
+        for server, url in servers if index % 2 == 0 else servers[::-1]:
             results.append(
                 run_load(
                     server,
@@ -255,10 +257,10 @@ def table(results: Sequence[LoadResult]) -> str:
         f"{'p99 ms':>7} {'ours/ref req/s':>14}"
     )
     rows = [header, "-" * len(header)]
-    by_count: dict[int, dict[str, LoadResult]] = {}
-    for r in results:
-        by_count.setdefault(r.connections, {})[r.server] = r
-    for count, pair in by_count.items():
+    # `measure` runs ours and the reference back to back for each connection count: pairs.
+    for start in range(0, len(results), 2):
+        pair = {r.server: r for r in results[start : start + 2]}
+        count = results[start].connections
         for server in ("ours", "reference"):
             found = pair.get(server)
             if found is None:
