@@ -18,8 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from chat_svc.conversations import Conversations
 from chat_svc.messages import MessageLog
 from chat_svc.records import Message, Role, Source, TurnMetrics, now_us
@@ -34,6 +32,7 @@ from chat_svc.validation import (
 )
 from chat_svc.validation import duration_us as _duration_us
 from chat_svc.validation import timestamp_us as _timestamp_us
+from servicekit import context
 from servicekit.auth import Principal
 from servicekit.errors import (
     DomainError,
@@ -43,8 +42,6 @@ from servicekit.errors import (
     invalid_argument,
     permission_denied,
 )
-
-log = structlog.get_logger("chat_svc.transcripts")
 
 # Optimistic updates retry when another writer changed the same segment in between.
 _MAX_UPDATE_ATTEMPTS = 32
@@ -227,8 +224,9 @@ class Transcripts:
             await self._conversations.merge_metadata(conversation_id, fresh)
             merged.update(fresh)
         results = [await self._apply(principal, conversation_id, i, s) for i, s in enumerate(valid)]
-        log.info(
-            "transcript reported",
+        # On the call's access log line ("rpc finished", INFO), not a line of its own: a second
+        # JSON line for each of a call's several reports a second is CPU the live path needs.
+        context.add_call_fields(
             conversation_id=conversation_id,
             segments=len(results),
             created=sum(r.created for r in results),
