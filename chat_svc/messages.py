@@ -7,8 +7,10 @@ and the loser retries with the next one. Messages are never deleted, so seqs sta
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -38,6 +40,14 @@ SentListener = Callable[[Principal, Conversation, Message, bool], Awaitable[None
 WriteListener = Callable[[str, Document], None]
 
 
+@dataclass
+class _Appending:
+    """The appends of one conversation in this process: who holds the turn, how many wait."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class MessageLog:
     """Appends and reads the messages of conversations."""
 
@@ -54,6 +64,7 @@ class MessageLog:
         self._seq_hints: dict[str, int] = {}
         self._listeners: list[SentListener] = []
         self._written: list[WriteListener] = []
+        self._appending: dict[str, _Appending] = {}
 
     def on_sent(self, listener: SentListener) -> None:
         """Calls `listener` after every SendMessage has stored (or found) its message."""
@@ -76,6 +87,25 @@ class MessageLog:
         If `unique_key` (field, value) already exists in the conversation (a retry, or a concurrent
         writer of the same segment or request), returns that document with created=False instead.
         """
+        # One append at a time per conversation in this process: concurrent ones (a user's message
+        # and the agent's reply, two reports) would all read the same newest seq and all but one
+        # fail and read again. In turn, each starts from the seq the previous one left as the hint:
+        # one insert, no read. Other replicas still meet on the unique index.
+        entry = self._appending.get(conversation_id)
+        if entry is None:
+            entry = self._appending[conversation_id] = _Appending()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                return await self._append(conversation_id, build, unique_key)
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._appending[conversation_id]
+
+    async def _append(
+        self, conversation_id: str, build: Callable[[int], Document], unique_key: tuple[str, str] | None
+    ) -> tuple[Document, bool]:
         hint = self._seq_hints.pop(conversation_id, None)
         for _ in range(_MAX_SEQ_ATTEMPTS):
             if hint is not None:
