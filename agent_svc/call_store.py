@@ -34,6 +34,7 @@ EVENTS_COLLECTION = "call_events"
 CALLS_COLLECTION = "calls"
 # `state` of a call whose room has not started yet (it may hold an admission, see `reserved_until`).
 NOT_STARTED = "none"
+_RUNNING_STATES = [CallState.WAITING.value, CallState.ACTIVE.value]
 
 Document = dict[str, Any]
 
@@ -92,8 +93,20 @@ class CallStore:
         await self._events.create_index([("conversation_id", ASCENDING)], name="conversation")
         await self._calls.create_index([("state", ASCENDING)], name="state")
         await self._calls.create_index([("months", ASCENDING)], name="months")
+        await self._calls.create_index([("month_last", ASCENDING)], name="month_last")
+        await self._calls.create_index([("reserved_until", ASCENDING)], name="reserved_until")
         await self._calls.create_index([("user_id", ASCENDING)], name="user")
         await self._calls.create_index([("synced", ASCENDING)], name="synced")
+        await self._backfill_month_span()
+
+    async def _backfill_month_span(self) -> None:
+        """Gives calls stored before `month_first`/`month_last` existed their span, once."""
+        with store_errors():
+            async for doc in self._calls.find({"month_last": {"$exists": False}}, {"months": True}):
+                first, last = _month_span(doc.get("months") or [])
+                await self._calls.update_one(
+                    {"_id": doc["_id"]}, {"$set": {"month_first": first, "month_last": last}}
+                )
 
     async def add_event(self, event: CallEvent) -> bool:
         """Stores the event; False when an event with its id is already stored."""
@@ -106,7 +119,8 @@ class CallStore:
 
     async def events(self, conversation_id: str) -> list[CallEvent]:
         with store_errors():
-            docs = await self._events.find({"conversation_id": conversation_id}).to_list()
+            # `$eq`, not a bare value: the same query on MongoDB, an indexed one on the embedded store.
+            docs = await self._events.find({"conversation_id": {"$eq": conversation_id}}).to_list()
         return [_event_from_doc(d) for d in docs]
 
     async def load(self, conversation_id: str) -> StoredCall | None:
@@ -154,32 +168,33 @@ class CallStore:
                 await self._calls.update_one({"_id": conversation_id}, {"$set": known})
 
     async def live_count(self, now_us: int, excluding: str = "") -> int:
-        """Calls taking an agent session now: started and not ended, or admitted and not started."""
-        query: Document = {
-            "$or": [
-                {"state": {"$in": [CallState.WAITING.value, CallState.ACTIVE.value]}},
-                {"reserved_until": {"$gt": now_us}, "state": {"$in": [NOT_STARTED, CallState.ENDED.value]}},
-            ]
-        }
-        if excluding:
-            query["_id"] = {"$ne": excluding}
+        """Calls taking an agent session now: started and not ended, or admitted and not started.
+
+        Two indexed reads, each of live calls only, instead of one `$or` (which the embedded store
+        runs in Python over every call ever stored, under its database lock).
+        """
         with store_errors():
-            docs = await self._calls.find(query).to_list()
-        return sum(1 for d in docs if call_from_doc(d).live(now_us))
+            running = await self._calls.find({"state": {"$in": _RUNNING_STATES}}).to_list()
+            held = await self._calls.find({"reserved_until": {"$gt": now_us}}).to_list()
+        live = {str(d["_id"]) for d in (*running, *held) if call_from_doc(d).live(now_us)}
+        live.discard(excluding)
+        return len(live)
 
     async def for_month(self, month: str, user_id: str = "") -> list[StoredCall]:
-        """Calls that may hold time in `month`: those that touched it, and those still running."""
-        query: Document = {
-            "$or": [
-                {"months": month},
-                {"state": {"$in": [CallState.WAITING.value, CallState.ACTIVE.value]}},
-            ]
-        }
-        if user_id:
-            query["user_id"] = user_id
+        """Calls that may hold time in `month`: those that touched it, and those still running.
+
+        "Touched it" is read through the call's month span (an indexed range; `months` is an array,
+        which the embedded store cannot match element-wise through an index); a call whose span
+        covers `month` without touching it counts for nothing there.
+        """
+        mine = {"user_id": {"$eq": user_id}} if user_id else {}
         with store_errors():
-            docs = await self._calls.find(query).to_list()
-        return [call_from_doc(d) for d in docs]
+            touched = await self._calls.find(
+                {"month_last": {"$gte": month}, "month_first": {"$lte": month}, **mine}
+            ).to_list()
+            running = await self._calls.find({"state": {"$in": _RUNNING_STATES}, **mine}).to_list()
+        docs = {str(d["_id"]): d for d in (*touched, *running)}
+        return [call_from_doc(d) for d in docs.values()]
 
     async def running(self) -> list[StoredCall]:
         """Calls whose room started and has not ended, as far as the events say."""
@@ -200,6 +215,11 @@ class CallStore:
             await self._calls.update_one(
                 {"_id": conversation_id, "revision": revision}, {"$set": {"synced": True}}
             )
+
+
+def _month_span(months: list[str]) -> tuple[str, str]:
+    """First and last of `months` ("YYYY-MM" sorts as time does); "" for a call that touched none."""
+    return (min(months), max(months)) if months else ("", "")
 
 
 def _empty_doc(conversation_id: str) -> Document:
@@ -241,6 +261,8 @@ def _event_from_doc(doc: Mapping[str, Any]) -> CallEvent:
 
 def call_to_doc(call: StoredCall, now_us: int) -> Document:
     record = call.record
+    months = record.months(now_us)
+    month_first, month_last = _month_span(months)
     return {
         "_id": record.conversation_id,
         "state": record.state.value if record.started else NOT_STARTED,
@@ -251,7 +273,10 @@ def call_to_doc(call: StoredCall, now_us: int) -> Document:
         "revision": call.revision,
         "synced": call.synced,
         "update_time": call.update_us,
-        "months": record.months(now_us),
+        "months": months,
+        # The span of `months` as two scalars: what `for_month` can find through an index.
+        "month_first": month_first,
+        "month_last": month_last,
         "sessions": [
             {
                 "sid": s.room_sid,

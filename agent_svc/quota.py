@@ -50,6 +50,8 @@ class QuotaLimits:
     agent_minutes_per_month: int = 1000
     participant_minutes_per_month: int = 5000
     hold_seconds: float = 120.0
+    # How old the month's minutes may be when a call is admitted (see `QuotaGuard._month_usage`).
+    usage_refresh_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class QuotaGuard:
         # the last session. (Replicas can still race by a call; the next admission sees both.)
         self._admission = asyncio.Lock()
         self._warned: set[tuple[str, str]] = set()
+        self._usage: dict[str, tuple[int, Usage]] = {}
+        self._usage_refresh_us = int(limits.usage_refresh_seconds * US_PER_SECOND)
 
     @property
     def limits(self) -> QuotaLimits:
@@ -115,7 +119,7 @@ class QuotaGuard:
             stored = await self._store.load(conversation_id)
             if stored is not None and stored.live(now):
                 return  # its session is taken (or held) already; a second hold would outlive the call
-            states = await self._deployment_states(month_of(now), now, excluding=conversation_id)
+            states = await self._deployment_states(month_of(now), now, excluding=conversation_id, fresh=False)
             hit = tuple(
                 QuotaViolation(s.quota_id, DEPLOYMENT, s.limit, _describe(s)) for s in states if s.exhausted
             )
@@ -160,10 +164,29 @@ class QuotaGuard:
         now = self._clock()
         await self._deployment_states(month_of(now), now)
 
-    async def _deployment_states(self, month: str, now: int, excluding: str = "") -> list[QuotaState]:
+    async def _month_usage(self, month: str, now: int, *, fresh: bool) -> Usage:
+        """The deployment's minutes in `month`; unless `fresh`, read again at most every
+        `usage_refresh_seconds`.
+
+        Summing them reads every call of the month, which grows with use; doing that for every
+        admission, under the admission lock, made call setup wait on it. For admissions, minutes a
+        second old are as good for a monthly limit (calls running over a limit are never cut off
+        anyway); the count of calls running at once, which the concurrency limit needs exactly, is
+        read fresh. GetUsage and the warnings always read fresh.
+        """
+        cached = self._usage.get(month)
+        if not fresh and cached is not None and 0 <= now - cached[0] < self._usage_refresh_us:
+            return cached[1]
+        used = sum((c.record.usage(now, month) for c in await self._store.for_month(month)), Usage())
+        self._usage = {month: (now, used)}
+        return used
+
+    async def _deployment_states(
+        self, month: str, now: int, excluding: str = "", *, fresh: bool = True
+    ) -> list[QuotaState]:
         limits = self._limits
         live = await self._store.live_count(now, excluding=excluding)
-        used = sum((c.record.usage(now, month) for c in await self._store.for_month(month)), Usage())
+        used = await self._month_usage(month, now, fresh=fresh)
         states = [
             QuotaState(CONCURRENT, limits.concurrent_agent_sessions, float(live)),
             QuotaState(AGENT_MINUTES, limits.agent_minutes_per_month, _minutes(used.agent_us)),

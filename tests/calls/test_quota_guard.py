@@ -150,3 +150,31 @@ async def test_a_hold_ends_when_its_call_has_come_and_gone(calls: CallStore) -> 
     await _call(ledger, "short", "alice", START + US_PER_SECOND, 1, ended=True)
     clock.now += 40 * US_PER_SECOND  # well inside the first hold's 120 s, after the call ended
     await guard.admit("next", "bob", "default")
+
+
+async def test_a_call_across_a_month_end_counts_in_both_months_and_older_documents_are_found(
+    calls: CallStore, store: Store, database_name: str
+) -> None:
+    """`for_month` finds calls through their month span (an indexed range), not the `months`
+    array; calls stored before the span existed get it when the store is prepared again."""
+    june_start = month_bounds("2026-06")[0]
+    clock = Clock(june_start + 60 * US_PER_MINUTE)
+    ledger = CallLedger(calls, sink=None, clock=clock)
+    guard = QuotaGuard(calls, QuotaLimits(concurrent_agent_sessions=0), clock=clock)
+    await _call(ledger, "edge", "alice", june_start - 10 * US_PER_MINUTE, 30, ended=True)
+    await _call(ledger, "may-only", "bob", START, 5, ended=True)
+    may = await guard.usage(SERVICE, "", MAY)
+    june = await guard.usage(SERVICE, "", "2026-06")
+    assert (may.agent_minutes, june.agent_minutes) == (15.0, 20.0)
+
+    # A document as an older version wrote it: no month span.
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(store.uri, timeoutMS=5000)
+    try:
+        raw = client[database_name]["calls"]
+        await raw.update_many({}, {"$unset": {"month_first": "", "month_last": ""}})
+        assert (await guard.usage(SERVICE, "", "2026-06")).agent_minutes == 0.0
+        await calls.prepare()
+    finally:
+        await client.close()
+    assert (await guard.usage(SERVICE, "", "2026-06")).agent_minutes == 20.0
+    assert (await guard.usage(ALICE, "", MAY)).agent_minutes == 10.0
