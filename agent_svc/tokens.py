@@ -12,8 +12,8 @@ from livekit import api as lk_api
 from livekit.protocol import agent_dispatch as lk_dispatch
 from livekit.protocol import room as lk_room
 
-from agent_svc import ids
 from agent_svc.model import CallMedia, MintedToken, ParticipantKind, TrackSource
+from servicekit import ids
 from servicekit.errors import Violations
 
 _USER_SOURCES = {
