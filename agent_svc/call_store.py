@@ -153,19 +153,17 @@ class CallStore:
         self, conversation_id: str, user_id: str, agent_id: str, now_us: int, until_us: int
     ) -> None:
         """Holds a place for a call about to start; creates its document when there is none."""
+        # Who and with which agent: set when known, never blanked by a caller that did not say.
+        known = {k: v for k, v in (("user_id", user_id), ("agent_id", agent_id)) if v}
         with store_errors():
             await self._calls.update_one(
                 {"_id": conversation_id},
                 {
-                    "$set": {"reserved_at": now_us, "reserved_until": until_us},
+                    "$set": {"reserved_at": now_us, "reserved_until": until_us, **known},
                     "$setOnInsert": _empty_doc(conversation_id),
                 },
                 upsert=True,
             )
-            # Who and with which agent: set when known, never blanked by a caller that did not say.
-            known = {k: v for k, v in (("user_id", user_id), ("agent_id", agent_id)) if v}
-            if known:
-                await self._calls.update_one({"_id": conversation_id}, {"$set": known})
 
     async def live_count(self, now_us: int, excluding: str = "") -> int:
         """Calls taking an agent session now: started and not ended, or admitted and not started.

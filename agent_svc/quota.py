@@ -119,7 +119,9 @@ class QuotaGuard:
             stored = await self._store.load(conversation_id)
             if stored is not None and stored.live(now):
                 return  # its session is taken (or held) already; a second hold would outlive the call
-            states = await self._deployment_states(month_of(now), now, excluding=conversation_id, fresh=False)
+            states = await self._deployment_states(
+                month_of(now), now, excluding=conversation_id, for_admission=True
+            )
             hit = tuple(
                 QuotaViolation(s.quota_id, DEPLOYMENT, s.limit, _describe(s)) for s in states if s.exhausted
             )
@@ -182,20 +184,27 @@ class QuotaGuard:
         return used
 
     async def _deployment_states(
-        self, month: str, now: int, excluding: str = "", *, fresh: bool = True
+        self, month: str, now: int, excluding: str = "", *, for_admission: bool = False
     ) -> list[QuotaState]:
+        """Each limit and its use. For an admission, only the limits that are set (0 is unlimited:
+        nothing to count, and counting is what an admission waits for) and minutes up to a second
+        old (see `_month_usage`)."""
         limits = self._limits
-        live = await self._store.live_count(now, excluding=excluding)
-        used = await self._month_usage(month, now, fresh=fresh)
-        states = [
-            QuotaState(CONCURRENT, limits.concurrent_agent_sessions, float(live)),
-            QuotaState(AGENT_MINUTES, limits.agent_minutes_per_month, _minutes(used.agent_us)),
-            QuotaState(
-                PARTICIPANT_MINUTES, limits.participant_minutes_per_month, _minutes(used.participant_us)
-            ),
-        ]
-        for state in states[1:]:
-            if state.near_limit and (state.quota_id, month) not in self._warned:
+        states: list[QuotaState] = []
+        if not for_admission or limits.concurrent_agent_sessions:
+            live = await self._store.live_count(now, excluding=excluding)
+            states.append(QuotaState(CONCURRENT, limits.concurrent_agent_sessions, float(live)))
+        if not for_admission or limits.agent_minutes_per_month or limits.participant_minutes_per_month:
+            used = await self._month_usage(month, now, fresh=not for_admission)
+            states += [
+                QuotaState(AGENT_MINUTES, limits.agent_minutes_per_month, _minutes(used.agent_us)),
+                QuotaState(
+                    PARTICIPANT_MINUTES, limits.participant_minutes_per_month, _minutes(used.participant_us)
+                ),
+            ]
+        for state in states:
+            monthly = state.quota_id != CONCURRENT
+            if monthly and state.near_limit and (state.quota_id, month) not in self._warned:
                 self._warned.add((state.quota_id, month))
                 log.warning(
                     "usage at 80 % of a monthly limit",
