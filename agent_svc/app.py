@@ -159,7 +159,11 @@ async def create_server(
             hold_seconds=settings.call_admission_hold_seconds,
         ),
     )
-    keeper = AgentKeeper(ledger, gateway, settings.livekit_agent_name) if settings.agent_redispatch else None
+    keeper = (
+        AgentKeeper(ledger, gateway, settings.livekit_agent_name, settings.agent_join_grace_seconds)
+        if settings.agent_redispatch
+        else None
+    )
     if keeper is not None:
         ledger.on_change(keeper.notice)
     reconciler = Reconciler(ledger, gateway, guard)

@@ -194,6 +194,23 @@ class CallRecord:
         sid = self.room_sid
         return any(p.role is Role.AGENT and p.room_sid == sid and p.left_by_event for p in self.participants)
 
+    def user_waits_for_agent(self) -> bool:
+        """In the newest session a user is there and no agent has joined it at all.
+
+        Normally the agent is on its way (the token's dispatch). But the server drops a dispatch
+        that finds no worker registered, and a graceful LiveKit restart re-creates the room while
+        the worker is still registering again: then nobody comes unless the mesh dispatches again.
+        Whoever acts on this must first give the normal dispatch its time.
+        """
+        if self.ended or self.hung_up or not self.present(Role.USER):
+            return False
+        sid = self.room_sid
+        return not any(p.role is Role.AGENT and p.room_sid == sid for p in self.participants)
+
+    def needs_agent(self) -> bool:
+        """The newest session has a user and no agent: it left, or none has come yet."""
+        return self.agent_left_its_user() or self.user_waits_for_agent()
+
     def usage(self, now_us: int, month: str | None = None) -> Usage:
         """Time in this call, optionally only the part inside `month`; open connections count to now."""
         low, high = month_bounds(month) if month else (0, 2**62)

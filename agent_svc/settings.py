@@ -84,6 +84,12 @@ class AgentSettings(CommonSettings, LanguageModelSettings):
         default=10.0, ge=0, le=3600, validation_alias="CALL_RECONCILE_SECONDS"
     )
     agent_redispatch: bool = Field(default=True, validation_alias="AGENT_REDISPATCH")
+    # A call whose newest room session has a user and no agent yet gets one dispatched after this
+    # long (the token's own dispatch is dropped when no worker is registered, as after a LiveKit
+    # restart). Shorter brings the agent back sooner; too short may race the normal first dispatch.
+    agent_join_grace_seconds: float = Field(
+        default=10.0, gt=0, le=300, validation_alias="AGENT_JOIN_GRACE_SECONDS"
+    )
 
     # Text replies and summaries (GenerateReply, GenerateSummary).
     reply_stall_seconds: float = Field(

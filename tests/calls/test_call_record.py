@@ -154,3 +154,26 @@ def test_room_finished_stamped_after_the_reconciled_loss_still_wins() -> None:
     record = fold(CID, events)
     assert record.end_us == T0 + 81 * S
     assert record.end_reason is EndReason.USER_LEFT
+
+
+def test_a_new_session_with_a_user_and_no_agent_needs_one() -> None:
+    # A graceful LiveKit restart: the first room goes, the caller re-creates it, no agent comes.
+    events = [
+        *_a_call()[:3],
+        _room(EventKind.ROOM_LOST, T0 + 40 * S),
+        _person(EventKind.PARTICIPANT_JOINED, "PA_u2", Role.USER, T0 + 42 * S, sid="RM_2"),
+    ]
+    record = fold(CID, events)
+    assert not record.agent_left_its_user()
+    assert record.user_waits_for_agent()
+    assert record.needs_agent()
+    back = fold(
+        CID, [*events, _person(EventKind.PARTICIPANT_JOINED, "PA_a2", Role.AGENT, T0 + 50 * S, sid="RM_2")]
+    )
+    assert not back.needs_agent()
+    # The agent of the first session does not count for the second.
+    assert fold(CID, _a_call()[:3]).needs_agent() is False
+    assert fold(CID, _a_call()[:2]).user_waits_for_agent()
+    # Nobody waits in an ended or empty session.
+    assert not fold(CID, [*events, _room(EventKind.ROOM_FINISHED, T0 + 60 * S, sid="RM_2")]).needs_agent()
+    assert not fold(CID, [_room(EventKind.ROOM_STARTED, T0)]).needs_agent()

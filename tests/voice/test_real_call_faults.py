@@ -6,10 +6,13 @@ restarts processes of it.
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pytest
 from livekit.protocol import models as lk_models
 
-from devrun.caller import Caller
+from devrun.caller import Caller, CallerError
 from syntera.conversation.v1 import resources_pb2 as res
 from tests.support.mesh import CHAT_SVC, LIVEKIT, VOICE_WORKER, Mesh, MeshFactory
 from tests.voice.audio import RATE, speak, word_error_rate
@@ -94,7 +97,7 @@ async def test_livekit_crash_mid_call_resumes_the_same_agent_session(mesh_factor
     assert len(final_turns(messages, res.ROLE_AGENT)) == 3
 
 
-async def test_livekit_graceful_restart_mid_call_keeps_every_turn_and_lets_the_caller_rejoin(
+async def test_livekit_graceful_restart_mid_call_keeps_every_turn_and_brings_the_agent_back(
     mesh_factory: MeshFactory,
 ) -> None:
     mesh = mesh_factory(with_worker=True)
@@ -103,6 +106,7 @@ async def test_livekit_graceful_restart_mid_call_keeps_every_turn_and_lets_the_c
         await caller.join(join.url, join.token)
         await _greeted(caller)
         await _turn(caller, FIRST)
+        before_restart = time.monotonic()
         # A graceful stop tells every participant to leave: the agent's job ends and flushes its
         # turns; the caller's SDK resumes or the caller rejoins, as the page does, on the new server.
         mesh.stop(LIVEKIT)
@@ -110,15 +114,23 @@ async def test_livekit_graceful_restart_mid_call_keeps_every_turn_and_lets_the_c
         if not await caller.wait_for_drop(within=30):
             await caller.rejoin(join.url, join.token, within=30)
         await wait_for(lambda: _caller_in_room(mesh, join.room_name), "the caller back in the room")
+        # The re-created room's own dispatch may find the worker still registering again (the server
+        # then drops it); agent_svc dispatches the agent once more after its grace period.
+        await wait_for(
+            lambda: _agent_publishing(mesh, join.room_name), "the agent back in the room", within=90
+        )
+        # A new agent greets first ("I'm back"); an old one that reconnected says nothing. Either
+        # way the caller speaks only once the agent is quiet, as a person would.
+        with contextlib.suppress(CallerError):
+            await caller.wait_for_agent_speech(after=before_restart, within=15)
+        await caller.wait_until_agent_quiet(quiet_for=1.0)
+        await _turn(caller, SECOND)
+        assert len(await agents_in_room(mesh, join.room_name)) == 1
 
-    def first_turn_saved(messages: list[res.Message]) -> bool:
-        return len(final_turns(messages, res.ROLE_AGENT)) >= 2 and bool(final_turns(messages, res.ROLE_USER))
-
-    messages = await wait_for_messages(mesh, join.conversation_id, first_turn_saved, within=60)
-    (user,) = final_turns(messages, res.ROLE_USER)
-    assert word_error_rate(FIRST, user.text) <= MAX_WORD_ERROR, user.text
-    assert len({m.segment_id for m in messages}) == len(messages)
-    assert [m.seq for m in messages] == list(range(1, len(messages) + 1))
+    messages = await wait_for_messages(mesh, join.conversation_id, _both_answered, within=60)
+    _assert_both_turns_once(messages)
+    # Greeting and both answers at least (a new agent adds its own greeting).
+    assert len(final_turns(messages, res.ROLE_AGENT)) >= 3
 
 
 async def _caller_in_room(mesh: Mesh, room_name: str) -> bool:
