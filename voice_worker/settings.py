@@ -50,6 +50,10 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
             its text is ready when the turn ends. It decides nothing about turns: speech resuming
             after a longer mid-sentence pause makes the next transcription one of the whole turn
             again. At most `end_of_turn_silence_seconds`.
+        interim_every_seconds: Offline sessions: while a person is still talking, the turn so far
+            is transcribed again after every this many seconds of its audio and shown as a live
+            caption (an interim transcript; one such transcription at a time in the worker, so a busy
+            worker shows them less often). 0 keeps only the caption of the early transcription.
         whisper_short_window: Offline STT: encode each utterance with a window of its own length
             plus 1 s of silence instead of Whisper's fixed 30 s (about 0.3 s sooner on two cores,
             word error no worse on the benchmark's sentences; see `providers.whisper_stt`). False
@@ -91,6 +95,9 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
     )
     transcribe_after_silence_seconds: float = Field(
         default=0.25, ge=0.1, le=3.0, validation_alias="VOICE_WORKER_TRANSCRIBE_AFTER_SILENCE_SECONDS"
+    )
+    interim_every_seconds: float = Field(
+        default=1.0, ge=0.0, le=30.0, validation_alias="VOICE_WORKER_INTERIM_EVERY_SECONDS"
     )
 
     outbox_dir: Path = Field(default=Path(".run/voice-outbox"), validation_alias="VOICE_WORKER_OUTBOX_DIR")

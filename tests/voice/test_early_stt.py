@@ -90,6 +90,24 @@ class ScriptedVADStream:
             vad.VADEvent(vad.VADEventType.END_OF_SPEECH, 0, 0.0, 1.0, 0.0, frames=[spoken(words), frame()])
         )
 
+    def talking(self, *words: str, starts: bool = True) -> None:
+        """Speech (starts and) goes on: one window judged as speech per word (none ends it)."""
+        if starts:
+            self.events.put_nowait(
+                vad.VADEvent(vad.VADEventType.START_OF_SPEECH, 0, 0.0, 0.05, 0.0, frames=[])
+            )
+        for word in words:
+            self.events.put_nowait(
+                vad.VADEvent(
+                    vad.VADEventType.INFERENCE_DONE, 0, 0.0, 0.0, 0.0, frames=[spoken(word)], speaking=True
+                )
+            )
+
+    def stops(self) -> None:
+        """The silence the VAD waited for, then the end of speech."""
+        self._window(frame())
+        self.events.put_nowait(vad.VADEvent(vad.VADEventType.END_OF_SPEECH, 0, 0.0, 1.0, 0.0, frames=[]))
+
     def more(self, words: str) -> None:
         """Speech resumes: the windows in the pause, then the new words, then the end again."""
         self._window(frame())
@@ -141,8 +159,17 @@ async def finals(stream: stt.RecognizeStream, into: list[tuple[float, str]]) -> 
             into.append((time.monotonic(), event.alternatives[0].text))
 
 
+async def everything(stream: stt.RecognizeStream, into: list[tuple[str, str]]) -> None:
+    """Every transcript the stream sends, as ("interim" | "final", text), in order."""
+    async for event in stream:
+        if event.type == stt.SpeechEventType.INTERIM_TRANSCRIPT:
+            into.append(("interim", event.alternatives[0].text))
+        elif event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+            into.append(("final", event.alternatives[0].text))
+
+
 async def started(
-    transcription_seconds: float,
+    transcription_seconds: float, interim_every: float = 0.0
 ) -> tuple[ScriptedVADStream, stt.RecognizeStream, list[tuple[float, str]], asyncio.Task[None], SlowSTT]:
     scripted = ScriptedVAD()
     whisper = SlowSTT(transcription_seconds)
@@ -150,6 +177,7 @@ async def started(
         wrapped=whisper,
         vad=scripted,  # type: ignore[arg-type]  # duck-typed stand-in for Silero
         report_after=REPORT_AFTER,
+        interim_every=interim_every,
     )
     stream = transcriber.stream()
     stream.push_frame(frame())  # the stream opens its VAD stream once it runs
@@ -217,3 +245,60 @@ async def test_a_long_turn_is_transcribed_in_segments_each_once(monkeypatch: pyt
     assert whisper.asked == ["a long story", "goes on"]
     stream.end_input()
     await reader
+
+
+async def test_the_early_transcription_is_shown_as_an_interim_before_the_turn_is_reported() -> None:
+    vad_stream, stream, _, reader, _ = await started(transcription_seconds=0.01)
+    reader.cancel()
+    seen: list[tuple[str, str]] = []
+    watcher = asyncio.create_task(everything(stream, seen))
+    vad_stream.say("hello there")
+    await eventually(lambda: ("final", "hello there") in seen, within=2.0, what="the final")
+    # The caption came first, with the same words; nothing after the final.
+    assert seen == [("interim", "hello there"), ("final", "hello there")]
+    stream.end_input()
+    await watcher
+
+
+async def test_a_long_utterance_gets_captions_while_it_is_spoken() -> None:
+    # A caption after every 4 samples of the turn (a "word" of the fake is a sample per character).
+    vad_stream, stream, _, reader, whisper = await started(transcription_seconds=0.01, interim_every=4 / RATE)
+    reader.cancel()
+    seen: list[tuple[str, str]] = []
+    watcher = asyncio.create_task(everything(stream, seen))
+    vad_stream.talking("I would ")
+    await eventually(lambda: ("interim", "I would") in seen, within=2.0, what="the first caption")
+    vad_stream.talking("like a refund", starts=False)
+    await eventually(
+        lambda: any(kind == "interim" and "refund" in text for kind, text in seen),
+        within=2.0,
+        what="the grown caption",
+    )
+    vad_stream.stops()
+    await eventually(lambda: any(kind == "final" for kind, _ in seen), within=2.0, what="the final")
+    interims = [text for kind, text in seen if kind == "interim"]
+    finals_seen = [text for kind, text in seen if kind == "final"]
+    assert finals_seen == ["I would like a refund"]
+    assert seen[-1] == ("final", "I would like a refund")
+    # Each caption is a reading of the turn from its first word.
+    assert all("I would like a refund".startswith(text) for text in interims), interims
+    assert len(whisper.asked) >= 3  # two captions while talking, then the turn
+    stream.end_input()
+    await watcher
+
+
+async def test_a_caption_that_would_come_after_its_turn_was_reported_is_dropped() -> None:
+    vad_stream, stream, _, reader, _ = await started(
+        transcription_seconds=REPORT_AFTER + 0.3, interim_every=1 / RATE
+    )
+    reader.cancel()
+    seen: list[tuple[str, str]] = []
+    watcher = asyncio.create_task(everything(stream, seen))
+    # A slow caption begins while talking; the turn ends and is reported before it is done.
+    vad_stream.talking("stop")
+    vad_stream.stops()
+    await eventually(lambda: any(kind == "final" for kind, _ in seen), within=3.0, what="the final")
+    await asyncio.sleep(REPORT_AFTER + 0.4)  # the caption's transcription is over by now
+    assert seen[-1] == ("final", "stop")
+    stream.end_input()
+    await watcher

@@ -133,6 +133,7 @@ def _offline(settings: VoiceWorkerSettings, profile: AgentProfile) -> Providers:
         ),
         vad=shared_vad(settings.transcribe_after_silence_seconds),
         report_after=settings.end_of_turn_silence_seconds + REPORT_MARGIN_SECONDS,
+        interim_every=settings.interim_every_seconds,
     )
     return Providers(
         mode="offline",

@@ -19,13 +19,22 @@ got them wrong far more often (a word error of 30-40 % against 15-25 %) than giv
 The turn's audio is kept from the VAD's own frames, so it is exactly what the VAD judged. A turn
 longer than `MAX_SEGMENT_SECONDS` is transcribed in segments of about that length, each once
 complete, so a long monologue is not transcribed again from its start at every pause.
+
+Captions while the turn is open: every transcription of the turn that finishes before the turn's
+report is sent at once as an INTERIM transcript of the words so far, and while the person keeps
+talking the turn so far is transcribed every `interim_every` seconds of audio (one at a time in
+the worker; 0 turns these off) and sent as an interim too. Interims never decide anything: the session
+commits a turn on the final alone, and an interim that would arrive after its turn's final is
+dropped, so a caption can only ever grow into the stored words.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -39,6 +48,10 @@ log = structlog.get_logger("voice_worker.providers.early_stt")
 _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNECT_OPTIONS.timeout)
 # A turn's audio is transcribed whole up to about this long; beyond it, in segments (see above).
 MAX_SEGMENT_SECONDS = 20.0
+# Captions while people talk are extra work for the CPU that the turns' own transcriptions need:
+# one runs at a time in the whole worker (calls run as threads of it), and a call whose turn it is
+# not simply shows its next caption later.
+_CAPTION_SLOT = threading.BoundedSemaphore(1)
 
 
 class EarlyTranscriber(stt.STT[Any]):
@@ -49,13 +62,18 @@ class EarlyTranscriber(stt.STT[Any]):
         vad: Cuts speech into stretches; its minimum silence is when transcription starts.
         report_after: Silence (seconds after the end of speech) after which the turn's text is
             reported; at least the session's end-of-turn silence.
+        interim_every: Seconds of a turn's audio between interim transcriptions while the person
+            is still talking (0: only the interims of the early transcriptions).
     """
 
-    def __init__(self, *, wrapped: stt.STT[Any], vad: vad.VAD, report_after: float) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False))
+    def __init__(
+        self, *, wrapped: stt.STT[Any], vad: vad.VAD, report_after: float, interim_every: float = 0.0
+    ) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=True))
         self._wrapped = wrapped
         self._vad = vad
         self._report_after = report_after
+        self._interim_every = interim_every
 
     @property
     def model(self) -> str:
@@ -107,6 +125,11 @@ class _EarlyStream(stt.RecognizeStream):
         self._earlier: set[asyncio.Task[None]] = set()
         self._due = 0.0  # when the silence after the last stretch ends the turn
         self._last_end: float | None = None
+        # Counts turns whose final was sent or that were left to report on their own: an interim
+        # started in an earlier turn must not be sent as this one's.
+        self._turn_no = 0
+        self._interim: asyncio.Task[stt.SpeechData | None] | None = None
+        self._interim_samples = 0  # `_segment_samples` when the last interim transcription began
 
     async def _transcribe(self, frames: list[rtc.AudioFrame]) -> stt.SpeechData | None:
         event = await self._owner._wrapped.recognize(
@@ -154,6 +177,7 @@ class _EarlyStream(stt.RecognizeStream):
         self._turn = [t for t in self._turn if t not in parts]
         if asyncio.current_task() is self._report:
             self._segment = None  # this turn is over (an earlier turn's report leaves the next alone)
+            self._turn_no += 1
         self._send_turn(parts)
 
     def _keep(self, frames: list[rtc.AudioFrame]) -> None:
@@ -165,6 +189,8 @@ class _EarlyStream(stt.RecognizeStream):
         if ev.type == vad.VADEventType.INFERENCE_DONE:
             # Every window the VAD judged, speech and pauses alike, while a turn is open.
             self._keep(list(ev.frames))
+            if ev.speaking:
+                self._maybe_transcribe_interim()
         elif ev.type == vad.VADEventType.START_OF_SPEECH:
             resumed = False
             if self._report is not None and not self._report.done():
@@ -177,10 +203,12 @@ class _EarlyStream(stt.RecognizeStream):
                     self._earlier.add(self._report)
                     self._report.add_done_callback(self._earlier.discard)
                     self._turn = []
+                    self._turn_no += 1
             if not resumed or self._segment is None:
                 # A new turn: its audio starts with the VAD's speech buffer (the speech so far and
                 # the padding before it); the windows after it come as they are judged.
                 self._segment, self._segment_samples, self._segment_transcribed = [], 0, False
+                self._interim_samples = 0
                 self._keep(list(ev.frames))
             self._report = None
             self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
@@ -207,11 +235,65 @@ class _EarlyStream(stt.RecognizeStream):
             self._turn[-1] = task
         else:
             self._turn.append(task)
+        task.add_done_callback(self._make_interim_sender(self._turn_no, task, partial=False))
         self._segment_transcribed = True
         rate = self._segment[0].sample_rate if self._segment else 1
         if self._segment_samples / rate >= MAX_SEGMENT_SECONDS:
             # This segment is complete; the turn goes on in a new one, begun with the next words.
             self._segment, self._segment_samples, self._segment_transcribed = [], 0, False
+
+    def _maybe_transcribe_interim(self) -> None:
+        """While the person talks: the turn so far, every `interim_every` seconds of its audio."""
+        if not self._owner._interim_every or self._segment is None or not self._segment:
+            return
+        if self._interim is not None and not self._interim.done():
+            return  # one at a time: under load captions come less often, never queue up
+        rate = self._segment[0].sample_rate
+        if (self._segment_samples - self._interim_samples) / rate < self._owner._interim_every:
+            return
+        if not _CAPTION_SLOT.acquire(blocking=False):
+            return  # another call's caption is being transcribed; try at the next window
+        self._interim_samples = self._segment_samples
+        task = asyncio.create_task(self._transcribe(list(self._segment)), name="early-stt-interim")
+        self._interim = task
+        task.add_done_callback(lambda _: _CAPTION_SLOT.release())
+        task.add_done_callback(self._make_interim_sender(self._turn_no, task, partial=True))
+
+    def _make_interim_sender(
+        self, turn_no: int, task: asyncio.Task[stt.SpeechData | None], *, partial: bool
+    ) -> Callable[[asyncio.Task[stt.SpeechData | None]], None]:
+        def send(_: asyncio.Task[stt.SpeechData | None]) -> None:
+            if task.cancelled() or task.exception() is not None or turn_no != self._turn_no:
+                return
+            if self._earlier:
+                return  # an earlier turn's final is still to come; its words come first
+            if partial:
+                # The turn's finished earlier segments, then this reading of the open one.
+                held = self._turn[:-1] if self._segment_transcribed else self._turn
+                parts = [*held, task]
+            elif task in self._turn:
+                parts = list(self._turn)
+            else:
+                return  # superseded by a transcription of more of the turn
+            found = [
+                data
+                for part in parts
+                if part.done() and not part.cancelled() and part.exception() is None
+                for data in (part.result(),)
+                if data is not None and data.text.strip()
+            ]
+            if not found:
+                return
+            text = " ".join(data.text.strip() for data in found)
+            with contextlib.suppress(utils.aio.channel.ChanClosed):
+                self._event_ch.send_nowait(
+                    stt.SpeechEvent(
+                        type=stt.SpeechEventType.INTERIM_TRANSCRIPT,
+                        alternatives=[stt.SpeechData(language=found[0].language, text=text)],
+                    )
+                )
+
+        return send
 
     async def _run(self) -> None:
         vad_stream = self._owner._vad.stream()
@@ -242,6 +324,8 @@ class _EarlyStream(stt.RecognizeStream):
                 self._turn = []
         finally:
             pending = [*tasks, *self._turn, *self._earlier, *([self._report] if self._report else [])]
+            if self._interim is not None:
+                pending.append(self._interim)
             await utils.aio.cancel_and_wait(*pending)
             with contextlib.suppress(Exception):
                 await vad_stream.aclose()
