@@ -29,6 +29,12 @@ from syntera.livekit.v1 import livekit_service_pb2, livekit_service_pb2_grpc, re
 log = structlog.get_logger("chat_svc.agent_client")
 
 SERVICE_NAME = "chat_svc"
+# An agent profile GetAgent found is not asked for again for this long: every call set up asked,
+# one more round trip to agent_svc (and its store) before the join token. Profiles are created and
+# deleted by operators, rarely; a conversation with an agent deleted a moment ago is ended by its
+# call failing to get an agent, as any other call whose agent went away.
+AGENT_SEEN_SECONDS = 5.0
+_AGENTS_SEEN_MAX = 1_000
 
 _MEDIA = {Channel.VOICE: resources_pb2.CALL_MEDIA_VOICE, Channel.VIDEO: resources_pb2.CALL_MEDIA_VIDEO}
 
@@ -44,6 +50,7 @@ class AgentServiceClient:
         self._timeout = timeout_seconds
         self._agents = agent_service_pb2_grpc.AgentServiceStub(channel)
         self._livekit = livekit_service_pb2_grpc.LiveKitServiceStub(channel)
+        self._agents_seen: dict[str, float] = {}  # agent id -> until when it counts as found
 
     @classmethod
     def connect(cls, address: str, jwt_secret: str, timeout_seconds: float) -> AgentServiceClient:
@@ -56,13 +63,20 @@ class AgentServiceClient:
         return self._credentials.metadata(time.monotonic())
 
     async def check_agent(self, agent_id: str) -> None:
+        now = time.monotonic()
+        if self._agents_seen.get(agent_id, 0.0) > now:
+            return
         request = agent_service_pb2.GetAgentRequest(agent_id=agent_id)
         try:
             await self._agents.GetAgent(request, timeout=self._timeout, metadata=self._metadata())
         except grpc.aio.AioRpcError as exc:
+            self._agents_seen.pop(agent_id, None)
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise not_found("agent", agent_id) from None
             raise _mapped("GetAgent", exc, field="agent_id") from None
+        if len(self._agents_seen) >= _AGENTS_SEEN_MAX:
+            self._agents_seen.clear()
+        self._agents_seen[agent_id] = now + AGENT_SEEN_SECONDS
 
     async def join_grant(
         self, conversation_id: str, user_id: str, agent_id: str, channel: Channel
