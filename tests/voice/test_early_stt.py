@@ -302,3 +302,19 @@ async def test_a_caption_that_would_come_after_its_turn_was_reported_is_dropped(
     assert seen[-1] == ("final", "stop")
     stream.end_input()
     await watcher
+
+
+def test_one_caption_at_a_time_in_the_worker_and_a_dead_holder_loses_the_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slot = early_stt._CaptionSlot()
+    first, second = object(), object()
+    assert slot.take(first)
+    assert not slot.take(second)
+    slot.give_back(second)  # not the holder: changes nothing
+    assert not slot.take(second)
+    slot.give_back(first)
+    assert slot.take(second)
+    # A holder that never gives it back (its call's thread died) loses it once it is stale.
+    monkeypatch.setattr(early_stt._CaptionSlot, "STALE_SECONDS", 0.0)
+    assert slot.take(first)

@@ -48,10 +48,36 @@ log = structlog.get_logger("voice_worker.providers.early_stt")
 _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNECT_OPTIONS.timeout)
 # A turn's audio is transcribed whole up to about this long; beyond it, in segments (see above).
 MAX_SEGMENT_SECONDS = 20.0
+
+
 # Captions while people talk are extra work for the CPU that the turns' own transcriptions need:
 # one runs at a time in the whole worker (calls run as threads of it), and a call whose turn it is
 # not simply shows its next caption later.
-_CAPTION_SLOT = threading.BoundedSemaphore(1)
+class _CaptionSlot:
+    """The worker's one caption transcription. A holder whose call's thread died without letting
+    go loses it after `STALE_SECONDS`, so captions cannot stop for the worker's whole life."""
+
+    STALE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: tuple[object, float] | None = None
+
+    def take(self, holder: object) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._holder is not None and now - self._holder[1] < self.STALE_SECONDS:
+                return False
+            self._holder = (holder, now)
+            return True
+
+    def give_back(self, holder: object) -> None:
+        with self._lock:
+            if self._holder is not None and self._holder[0] is holder:
+                self._holder = None
+
+
+_CAPTION_SLOT = _CaptionSlot()
 
 
 class EarlyTranscriber(stt.STT[Any]):
@@ -251,12 +277,13 @@ class _EarlyStream(stt.RecognizeStream):
         rate = self._segment[0].sample_rate
         if (self._segment_samples - self._interim_samples) / rate < self._owner._interim_every:
             return
-        if not _CAPTION_SLOT.acquire(blocking=False):
+        holder = object()
+        if not _CAPTION_SLOT.take(holder):
             return  # another call's caption is being transcribed; try at the next window
         self._interim_samples = self._segment_samples
         task = asyncio.create_task(self._transcribe(list(self._segment)), name="early-stt-interim")
         self._interim = task
-        task.add_done_callback(lambda _: _CAPTION_SLOT.release())
+        task.add_done_callback(lambda _: _CAPTION_SLOT.give_back(holder))
         task.add_done_callback(self._make_interim_sender(self._turn_no, task, partial=True))
 
     def _make_interim_sender(
