@@ -330,6 +330,12 @@ async def run(
     failed = 0
     async with chat_mesh(seed_conversations=seed_conversations, seed_messages=seed_messages) as target:
         print(f"  {target.seeded}; services at log level INFO; Envoy access log on", flush=True)
+        print(
+            "  path: reports from the worker's outbox/sender/sink processes straight to chat_svc's gRPC"
+            " port (as the worker sends them; Envoy does not route ReportTranscript); watches through"
+            " Envoy as the page's; reporters and watchers in processes of their own",
+            flush=True,
+        )
         for count in calls:
             figures = await _run_once(target, count, rate, seconds, per_reporter)
             print(
