@@ -205,6 +205,8 @@ class Figures:
     watch_errors: list[str]
     cpu: str
     rpc: str
+    # report -> delivery p99 (ms) of the segments written in each second of the run, in order.
+    p99_by_second: list[float]
 
 
 async def _create(target: ChatMesh, calls: int) -> list[tuple[str, str]]:
@@ -294,6 +296,10 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float, p
     # metadata merged) and the client pools filling land there; a call does that once.
     first = min(written.values(), default=0.0) + 1000
     steady = [(got[s] - sent[s]) / 1000 for s in sent if s in got and written[s] >= first]
+    by_second: dict[int, list[float]] = {}
+    for s in sent:
+        if s in got:
+            by_second.setdefault(int((written[s] - first + 1000) // 1000), []).append(got[s] - sent[s])
     return Figures(
         calls=calls,
         reported=len(written),
@@ -315,6 +321,7 @@ async def _run_once(target: ChatMesh, calls: int, rate: float, seconds: float, p
             f"p99 {percentile(reported['took'], 99):.1f} ms; in chat_svc (its log) p50 "
             f"{percentile(in_service, 50):.1f} ms, p99 {percentile(in_service, 99):.1f} ms"
         ),
+        p99_by_second=[percentile(by_second[k], 99) for k in sorted(by_second)],
     )
 
 
@@ -346,6 +353,8 @@ async def run(
                 f"    report -> delivery p50 {figures.report_p50:.1f} ms, p99 {figures.report_p99:.1f} ms\n"
                 f"    after the first second: report -> delivery p50 {figures.steady_p50:.1f} ms, "
                 f"p99 {figures.steady_p99:.1f} ms\n"
+                f"    report -> delivery p99 in each second of the run (ms): "
+                f"{' '.join(f'{v:.0f}' for v in figures.p99_by_second)}\n"
                 f"    turn written -> delivery p50 {figures.turn_p50:.1f} ms, p99 {figures.turn_p99:.1f} ms\n"
                 f"    {figures.rpc}\n"
                 f"    CPU (share of one core while reporting): {figures.cpu}",

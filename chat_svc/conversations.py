@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -54,6 +54,11 @@ class Conversations:
         self._calls = calls
         self._page_size = page_size
         self._page_size_max = page_size_max
+        self._created: list[Callable[[str], None]] = []
+
+    def on_created(self, listener: Callable[[str], None]) -> None:
+        """Calls `listener(conversation_id)` after this process stored a new conversation."""
+        self._created.append(listener)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -76,13 +81,24 @@ class Conversations:
         return conversation
 
     async def merge_metadata(self, conversation_id: str, entries: dict[str, str]) -> None:
-        """Sets metadata entries the call reporter knows (e.g. `providers`), leaving the others."""
+        """Sets metadata entries the call reporter knows (e.g. `providers`), leaving the others.
+
+        Also the existence check of a conversation id not seen before: INVALID_ARGUMENT for a
+        malformed id, NOT_FOUND if unknown, in one store command instead of a read and a write
+        (a call's first report is on its caller's caption path). No entries: just the read.
+        """
         if not entries:
+            await self.load(conversation_id)
             return
+        violations = Violations()
+        check_id(violations, "conversation_id", conversation_id)
+        violations.raise_if_any()
         with store_errors():
-            await self._c.conversations.update_one(
+            result = await self._c.conversations.update_one(
                 {"_id": conversation_id}, {"$set": {f"metadata.{k}": v for k, v in entries.items()}}
             )
+        if not result.matched_count:
+            raise not_found("conversation", conversation_id)
 
     async def get(self, principal: Principal, conversation_id: str) -> Conversation:
         conversation = await self.authorize(principal, conversation_id)
@@ -191,6 +207,8 @@ class Conversations:
             if winner is None:
                 raise
             return await self._repeat(winner)
+        for listener in self._created:
+            listener(conversation_id)
         log.info(
             "conversation created",
             conversation_id=conversation_id,

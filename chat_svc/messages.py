@@ -65,6 +65,14 @@ class MessageLog:
         self._listeners: list[SentListener] = []
         self._written: list[WriteListener] = []
         self._appending: dict[str, _Appending] = {}
+        conversations.on_created(self._starts_empty)
+
+    def _starts_empty(self, conversation_id: str) -> None:
+        # A conversation this process just stored has no messages: its first one (a call's first
+        # transcript, a text's first message) goes in at seq 1 without reading for the top seq.
+        if len(self._seq_hints) >= _SEQ_HINTS_MAX:
+            self._seq_hints.clear()
+        self._seq_hints.setdefault(conversation_id, 1)
 
     def on_sent(self, listener: SentListener) -> None:
         """Calls `listener` after every SendMessage has stored (or found) its message."""

@@ -213,15 +213,15 @@ class Transcripts:
             raise permission_denied("only services may report transcripts", "SERVICE_ONLY")
         valid = validate_segments(conversation_id, segments)
         call_metadata = validate_call_metadata(call_metadata or {})
-        if conversation_id not in self._known:
-            await self._conversations.load(conversation_id)
-            if len(self._known) >= _KNOWN_MAX:
-                self._known.clear()
-            self._known[conversation_id] = {}
-        merged = self._known[conversation_id]
-        fresh = {k: v for k, v in call_metadata.items() if merged.get(k) != v}
-        if fresh:
+        merged = self._known.get(conversation_id)
+        fresh = {k: v for k, v in call_metadata.items() if merged is None or merged.get(k) != v}
+        if merged is None or fresh:
+            # The first report of a conversation checks that it exists with the same command.
             await self._conversations.merge_metadata(conversation_id, fresh)
+            if merged is None:
+                if len(self._known) >= _KNOWN_MAX:
+                    self._known.clear()
+                merged = self._known[conversation_id] = {}
             merged.update(fresh)
         results = [await self._apply(principal, conversation_id, i, s) for i, s in enumerate(valid)]
         # On the call's access log line ("rpc finished", INFO), not a line of its own: a second

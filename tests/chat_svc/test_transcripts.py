@@ -211,3 +211,29 @@ async def test_bad_call_metadata_is_named(chat: ChatInProcess, entries: dict[str
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in violations(caught.value)
+
+
+@pytest.mark.parametrize("call_metadata", [{}, {"providers": "offline"}])
+async def test_a_report_for_an_unknown_conversation_is_not_found(
+    chat: ChatInProcess, call_metadata: dict[str, str]
+) -> None:
+    # The first report of a conversation checks it exists, in the metadata merge when there is one.
+    unknown = "0" * 32
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await chat.stub.ReportTranscript(
+            api.ReportTranscriptRequest(
+                conversation_id=unknown, segments=[segment("s1", "hello")], call_metadata=call_metadata
+            ),
+            metadata=as_service(),
+            timeout=TIMEOUT,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert unknown in (caught.value.details() or "")
+
+
+async def test_the_first_transcript_of_a_new_call_is_seq_1(chat: ChatInProcess) -> None:
+    # A conversation this replica created starts at seq 1 without reading for the top seq.
+    conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    first = await report(chat.stub, conversation_id, segment("s1", "hello"))
+    second = await report(chat.stub, conversation_id, segment("s2", "again"))
+    assert [r.seq for r in first.results] + [r.seq for r in second.results] == [1, 2]
