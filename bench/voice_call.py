@@ -92,7 +92,7 @@ MAX_REDIALS = 2
 QUIET_SECONDS = 1.0
 MIB = 1024 * 1024
 # Every fourth sentence is said in two halves with a pause between them, of these lengths in turn:
-# hesitations the agent must wait out (the end-of-turn silence is 0.55 s by default).
+# hesitations the agent must wait out (the end-of-turn silence is 0.54 s by default).
 PAUSE_EVERY = 4
 PAUSES = (0.30, 0.45)
 
@@ -593,9 +593,9 @@ def breakdown(turns: list[Turn]) -> list[Part]:
             "caller -> worker",
             "caller's last audible frame handed to its track -> worker's end of speech (user "
             "Message.end_time: where the worker's VAD places the end, back-dated by the silence it "
-            "waited for): caller's 50 ms send queue, Opus, SFU, the worker's jitter buffer and 20 ms "
-            "input frames, and the VAD's lag (the probability falls below its threshold ~75 ms after "
-            "the speech)",
+            "waited for): caller's 20-30 ms capture lead (devrun.caller.LEAD_MS), Opus, SFU, the "
+            "worker's jitter buffer and 20 ms input frames, and the VAD's lag (the probability falls "
+            "below its threshold ~75 ms after the speech)",
             up,
         ),
         Part(

@@ -38,7 +38,10 @@ async def main(turns: int) -> None:
     print(f"offline turn latency (end of user speech -> first agent audio), {len(lat)} turns:")
     p50, p95 = percentile(lat, 50) * 1000, percentile(lat, 95) * 1000
     print(f"  p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(lat) * 1000:.0f} ms")
-    print("  (includes the VAD's 0.55 s end-of-speech silence and the 0.5 s minimum endpointing delay)")
+    print(
+        "  (includes the end-of-turn silence, VOICE_WORKER_END_OF_TURN_SILENCE_SECONDS: the VAD's"
+        " end-of-speech silence and the minimum endpointing delay, one value)"
+    )
 
 
 if __name__ == "__main__":

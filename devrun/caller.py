@@ -8,7 +8,11 @@ arrived, so a test can ask "when did the agent start speaking after I stopped?" 
 it heard to speech recognition.
 
 Times are `time.monotonic()` seconds in this process. The end of an utterance is the moment its
-last frame was handed to the audio source; the source buffers at most `SOURCE_QUEUE_MS` on top.
+last frame was handed to the audio source. While the caller is silent the source's queue fills up
+to `SOURCE_QUEUE_MS` (its pacing and the source's drift apart); a microphone has no such backlog, so
+each utterance starts by dropping the queued silence and then keeps `LEAD_MS` queued ahead of the
+network, as a browser's capture buffer does. That lead is inside every latency measured from the
+end of an utterance.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ SEND_RATE = 48_000
 HEAR_RATE = 16_000
 FRAME_MS = 10
 SOURCE_QUEUE_MS = 50
+# Audio queued ahead of the network while speaking: enough that a late turn of this process's event
+# loop does not starve the track mid-word, about what a browser's capture path holds.
+LEAD_MS = 20
 # An agent frame at or above this level counts as sound (espeak-ng speech sits around -20 dBFS;
 # Opus comfort noise and silence sit far below -60).
 AUDIBLE_DBFS = -45.0
@@ -227,7 +234,15 @@ class Caller:
         silence = np.zeros(per_frame, dtype=np.int16)
         start = time.monotonic()
         sent = 0
+        speaking = False
         while True:
+            if len(self._pending) and not speaking:
+                # An utterance starts: what is queued is silence no microphone would hold back.
+                self._source.clear_queue()
+                speaking = True
+                # Frame n now goes out at start + n * 10 ms with LEAD_MS already due.
+                start = time.monotonic() - LEAD_MS / 1000
+                sent = 0
             if len(self._pending):
                 chunk, self._pending = self._pending[:per_frame], self._pending[per_frame:]
                 if len(chunk) < per_frame:
@@ -239,6 +254,7 @@ class Caller:
             sent += 1
             if not len(self._pending) and self._utterance_end is not None and not self._utterance_end.done():
                 self._utterance_end.set_result(time.monotonic())
+                speaking = False
             delay = start + sent * FRAME_MS / 1000 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
