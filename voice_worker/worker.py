@@ -41,8 +41,8 @@ SERVER_TARGET_LOAD = 0.7
 # Offline calls read the caller's audio in 20 ms frames, not LiveKit's default 50 ms: the VAD judges
 # 32 ms windows, and a window waiting for the rest of a longer frame ends every turn later (on
 # average ~15 ms with 50 ms frames, ~8 ms with 20 ms). 10 ms frames would save ~4 ms more but put
-# twice the frames through Python: at 5 calls on 2 cores the answers came later (p50 1634 ms
-# against 1284 ms). Cloud calls keep the default.
+# twice the frames through Python for every call, on a worker that is CPU-bound at 5 calls on 2
+# cores. Cloud calls keep the default.
 OFFLINE_INPUT_FRAME_MS = 20
 
 
