@@ -92,7 +92,7 @@ MAX_REDIALS = 2
 QUIET_SECONDS = 1.0
 MIB = 1024 * 1024
 # Every fourth sentence is said in two halves with a pause between them, of these lengths in turn:
-# hesitations the agent must wait out (the end-of-turn silence is 0.54 s by default).
+# hesitations the agent must wait out (the end-of-turn silence is 0.5 s by default).
 PAUSE_EVERY = 4
 PAUSES = (0.30, 0.45)
 

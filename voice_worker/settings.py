@@ -18,9 +18,10 @@ from servicekit.settings import CommonSettings
 from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
 
 # LiveKit's Silero VAD default end-of-speech silence (its minimum endpointing delay is 0.5 s).
-# The VAD counts silence in 32 ms windows, so the turn ends after the first whole number of windows
-# at or above the setting: 0.54 is 17 windows (0.544 s); 0.55, LiveKit's VAD default, took 18 (0.576 s).
-DEFAULT_END_OF_TURN_SILENCE_SECONDS = 0.54
+# LiveKit's own minimum endpointing delay. The VAD counts silence in 32 ms windows, so the turn ends
+# after the first whole number of windows at or above the setting: 0.5 is 16 windows (0.512 s);
+# 0.55, LiveKit's VAD default, took 18 (0.576 s).
+DEFAULT_END_OF_TURN_SILENCE_SECONDS = 0.5
 
 # LiveKit agent names end up in dispatch rules and tokens: keep them to a safe, short alphabet.
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -43,10 +44,10 @@ class VoiceWorkerSettings(CommonSettings, LanguageModelSettings):
         end_of_turn_silence_seconds: Offline sessions: the silence after the user's speech that ends
             their turn (the VAD's end-of-speech silence and the minimum endpointing delay; the turn's
             transcript is reported then too). It is how long a person may pause mid-sentence
-            before the agent answers: 0.54 s (17 of the VAD's 32 ms windows, 0.544 s; LiveKit's
-            VAD default 0.55 takes 18) waits out the usual short hesitations (the voice bench's
-            0.45 s pauses measure at most ~0.48 s at the VAD); much lower values cut people off,
-            higher ones make every answer slower.
+            before the agent answers: 0.5 s, LiveKit's minimum endpointing delay (16 of the VAD's
+            32 ms windows, 0.512 s; LiveKit's VAD default 0.55 takes 18), waits out the usual short
+            hesitations (the voice bench's 0.45 s pauses measure at most ~0.48 s at the VAD and
+            are not cut in on); lower values cut people off, higher ones make every answer slower.
         transcribe_after_silence_seconds: Offline sessions: the silence after which Whisper
             transcribes the turn so far, while the end of the turn is still being waited out.
             Whisper is not streaming (0.05-0.1 s per utterance on two cores with the short window,

@@ -2,7 +2,7 @@
 reported once, when the turn is over.
 
 LiveKit wraps a non-streaming STT (Whisper here) in `stt.StreamAdapter`, which transcribes an
-utterance when the VAD reports its end: after the whole end-of-turn silence (0.54 s), so Whisper's
+utterance when the VAD reports its end: after the whole end-of-turn silence (0.5 s), so Whisper's
 time comes on top of that silence. This adapter's VAD reports the end of speech after a shorter
 silence (`transcribe_after`, e.g. 0.25 s), and the turn so far is transcribed at once, while the end
 of the turn is still being waited out.
