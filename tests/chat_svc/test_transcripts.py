@@ -201,16 +201,26 @@ async def test_call_metadata_is_merged_into_the_conversation(chat: ChatInProcess
 )
 async def test_bad_call_metadata_is_named(chat: ChatInProcess, entries: dict[str, str], field: str) -> None:
     conversation_id = (await create(chat.stub, "alice", pb.CHANNEL_VOICE)).conversation.conversation_id
+    refused = await _refused_report(chat, conversation_id, entries)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violations(refused)
+
+
+async def _refused_report(
+    chat: ChatInProcess, conversation_id: str, call_metadata: dict[str, str]
+) -> grpc.aio.AioRpcError:
+    """The error of a one-segment report with `call_metadata` that must fail."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chat.stub.ReportTranscript(
             api.ReportTranscriptRequest(
-                conversation_id=conversation_id, segments=[segment("s1", "hello")], call_metadata=entries
+                conversation_id=conversation_id,
+                segments=[segment("s1", "hello")],
+                call_metadata=call_metadata,
             ),
             metadata=as_service(),
             timeout=TIMEOUT,
         )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in violations(caught.value)
+    return caught.value
 
 
 @pytest.mark.parametrize("call_metadata", [{}, {"providers": "offline"}])
@@ -219,16 +229,9 @@ async def test_a_report_for_an_unknown_conversation_is_not_found(
 ) -> None:
     # The first report of a conversation checks it exists, in the metadata merge when there is one.
     unknown = "0" * 32
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await chat.stub.ReportTranscript(
-            api.ReportTranscriptRequest(
-                conversation_id=unknown, segments=[segment("s1", "hello")], call_metadata=call_metadata
-            ),
-            metadata=as_service(),
-            timeout=TIMEOUT,
-        )
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert unknown in (caught.value.details() or "")
+    refused = await _refused_report(chat, unknown, call_metadata)
+    assert refused.code() == grpc.StatusCode.NOT_FOUND
+    assert unknown in (refused.details() or "")
 
 
 async def test_the_first_transcript_of_a_new_call_is_seq_1(chat: ChatInProcess) -> None:
