@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -308,6 +309,7 @@ class CallResult:
     stored_user: int = 0
     stored_agent: int = 0
     redials: int = 0  # times the caller got no agent and called again
+    leads_ms: list[int] = field(default_factory=list)  # the caller's capture lead per utterance
 
 
 @dataclass(frozen=True)
@@ -525,6 +527,7 @@ async def one_call(mesh: Mesh, index: int, says: list[Utterance], start_after: f
         jitter_buffer_ms=jitter,
         messages=messages,
         redials=redials,
+        leads_ms=list(caller.leads_ms),
         stored_user=len(finals(messages, res.ROLE_USER)),
         stored_agent=len(finals(messages, res.ROLE_AGENT)),
     )
@@ -714,7 +717,8 @@ def report(label: str, results: list[CallResult], win: Window, bench_cpu_s: floa
         print(
             f"  call {r.index}: ICE path {r.transport or '?'}, RTT to the SFU {rtt}, mean receive jitter "
             f"buffer {jitter}; stored {r.stored_user} user and {r.stored_agent} agent turns "
-            f"(incl. the greeting) in chat_svc"
+            f"(incl. the greeting) in chat_svc; capture lead (inside the latency): "
+            f"{', '.join(f'{ms} ms x {n}' for ms, n in sorted(Counter(r.leads_ms).items()))}"
         )
     per_call_minute = win.cpu_s / call_minutes if call_minutes else math.nan
     print(

@@ -11,8 +11,8 @@ Times are `time.monotonic()` seconds in this process. The end of an utterance is
 last frame was handed to the audio source. While the caller is silent the source's queue fills up
 to `SOURCE_QUEUE_MS` (its pacing and the source's drift apart); a microphone has no such backlog, so
 each utterance starts by dropping the queued silence and then keeps `LEAD_MS` queued ahead of the
-network, as a browser's capture buffer does. That lead is inside every latency measured from the
-end of an utterance.
+network, as a browser's capture buffer does (more while this process is too busy to keep to it).
+That lead is inside every latency measured from the end of an utterance.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import array
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,9 +34,14 @@ SEND_RATE = 48_000
 HEAR_RATE = 16_000
 FRAME_MS = 10
 SOURCE_QUEUE_MS = 50
-# Audio queued ahead of the network while speaking: enough that a late turn of this process's event
-# loop does not starve the track mid-word, about what a browser's capture path holds.
+# Audio queued ahead of the network while speaking, about what a browser's capture path holds. A
+# browser captures on a real-time thread; this caller shares an event loop with other callers and
+# their decoding, and a frame handed over later than the lead starves the track mid-word (garbled
+# speech). So when a frame went out later than the lead allows in the last `LATENESS_WINDOW`
+# frames, an utterance keeps the whole queue (`SOURCE_QUEUE_MS`) ahead instead. Either lead is inside
+# every latency measured from the end of an utterance, so a busy caller only ever measures slower.
 LEAD_MS = 20
+LATENESS_WINDOW = 200
 # An agent frame at or above this level counts as sound (espeak-ng speech sits around -20 dBFS;
 # Opus comfort noise and silence sit far below -60).
 AUDIBLE_DBFS = -45.0
@@ -111,6 +117,8 @@ class Caller:
         self._muted = False
         self.agent_identity: str | None = None
         self.disconnect_reason: str | None = None
+        # The capture lead each utterance was sent with (ms): LEAD_MS, or SOURCE_QUEUE_MS when busy.
+        self.leads_ms: list[int] = []
 
     async def __aenter__(self) -> Caller:
         return self
@@ -235,13 +243,16 @@ class Caller:
         start = time.monotonic()
         sent = 0
         speaking = False
+        lateness: deque[float] = deque(maxlen=LATENESS_WINDOW)
         while True:
             if len(self._pending) and not speaking:
                 # An utterance starts: what is queued is silence no microphone would hold back.
                 self._source.clear_queue()
                 speaking = True
-                # Frame n now goes out at start + n * 10 ms with LEAD_MS already due.
-                start = time.monotonic() - LEAD_MS / 1000
+                lead_ms = LEAD_MS if max(lateness, default=0.0) <= LEAD_MS / 1000 else SOURCE_QUEUE_MS
+                self.leads_ms.append(lead_ms)
+                # Frame n now goes out at start + n * 10 ms with the lead already due.
+                start = time.monotonic() - lead_ms / 1000
                 sent = 0
             if len(self._pending):
                 chunk, self._pending = self._pending[:per_frame], self._pending[per_frame:]
@@ -255,9 +266,14 @@ class Caller:
             if not len(self._pending) and self._utterance_end is not None and not self._utterance_end.done():
                 self._utterance_end.set_result(time.monotonic())
                 speaking = False
-            delay = start + sent * FRAME_MS / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            due = start + sent * FRAME_MS / 1000
+            slept = due > time.monotonic()
+            if slept:
+                await asyncio.sleep(due - time.monotonic())
+            if slept or speaking:
+                # How late the next frame goes: asyncio's timers and other callers' work. (Behind
+                # the clock while silent means the source's queue is full, which is not lateness.)
+                lateness.append(max(0.0, time.monotonic() - due))
 
     async def _receive_loop(self, track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=HEAR_RATE, num_channels=1)
