@@ -17,7 +17,6 @@ from llmkit.settings import LanguageModelSettings
 from servicekit.settings import CommonSettings
 from voice_worker.models import OFFLINE_TTS_MODEL, ModelKind, check_cloud_model, check_offline_model
 
-# LiveKit's Silero VAD default end-of-speech silence (its minimum endpointing delay is 0.5 s).
 # LiveKit's own minimum endpointing delay. The VAD counts silence in 32 ms windows, so the turn ends
 # after the first whole number of windows at or above the setting: 0.5 is 16 windows (0.512 s);
 # 0.55, LiveKit's VAD default, took 18 (0.576 s).
