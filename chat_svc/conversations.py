@@ -64,9 +64,7 @@ class Conversations:
 
     async def load(self, conversation_id: str, field: str = "conversation_id") -> Conversation:
         """The conversation, any owner; INVALID_ARGUMENT for a malformed id, NOT_FOUND if unknown."""
-        violations = Violations()
-        check_id(violations, field, conversation_id)
-        violations.raise_if_any()
+        _check_conversation_id(conversation_id, field)
         with store_errors():
             doc = await self._c.conversations.find_one({"_id": conversation_id})
         if doc is None:
@@ -90,9 +88,7 @@ class Conversations:
         if not entries:
             await self.load(conversation_id)
             return
-        violations = Violations()
-        check_id(violations, "conversation_id", conversation_id)
-        violations.raise_if_any()
+        _check_conversation_id(conversation_id)
         with store_errors():
             result = await self._c.conversations.update_one(
                 {"_id": conversation_id}, {"$set": {f"metadata.{k}": v for k, v in entries.items()}}
@@ -306,3 +302,10 @@ class Conversations:
             await self._c.conversations.update_one(
                 {"_id": conversation_id}, {"$set": {"metadata.room_cleanup": "done"}}
             )
+
+
+def _check_conversation_id(conversation_id: str, field: str = "conversation_id") -> None:
+    """INVALID_ARGUMENT naming `field` unless `conversation_id` is a well-formed id."""
+    violations = Violations()
+    check_id(violations, field, conversation_id)
+    violations.raise_if_any()
