@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 
 from bench.stats import percentile
-from devrun.caller import AUDIBLE_DBFS, Caller, CallerError, dbfs
+from devrun.caller import AUDIBLE_DBFS, CALLER_NICE, Caller, CallerError, callers_first, dbfs
 from devrun.mesh import VOICE_WORKER, Mesh, start_mesh
 from devrun.ports import free_port
 from devrun.sample_audio import speak
@@ -786,23 +786,30 @@ async def _measure(mesh: Mesh, worker: Worker, turns: int, call_counts: Sequence
     print(worker_settings_line(worker))
     print(hops(mesh))
     windows: list[Window] = []
-    with Sampler(mesh.process(VOICE_WORKER).pid) as sampler:
+    with Sampler(mesh.process(VOICE_WORKER).pid) as sampler, callers_first() as ahead:
+        print(
+            f"callers: this process, its threads at nice {CALLER_NICE} while calls run (people's devices "
+            "run their audio on raised-priority threads, on machines of their own)"
+            if ahead
+            else "callers: at normal priority (raising it was not allowed here); a busy worker can "
+            "delay their microphones, which only makes latencies longer"
+        )
         await asyncio.sleep(2.0)
         with window(sampler, windows):
             await asyncio.sleep(IDLE_SECONDS)
         idle = windows[-1]
         print(
-            f"\nvoice worker idle (registered, VAD loaded, no call): {idle.core_percent:.1f} % of one core, "
-            f"RSS {idle.end_rss / MIB:.0f} MiB"
+            f"\nvoice worker idle (registered, VADs and Whisper loaded, no call): "
+            f"{idle.core_percent:.1f} % of one core, RSS {idle.end_rss / MIB:.0f} MiB"
         )
-        # One unmeasured call: the first call loads Whisper and warms every path; a restarted
-        # worker pays that once, on its first call.
+        # One unmeasured call: it warms every path the calls take (the worker loads Whisper and
+        # the VADs as it starts, before any call).
         warm_started = time.monotonic()
         warm, failed = await run_calls(mesh, 1, 1)
         first = warm[0].turns[0].latency if warm and warm[0].turns else None
         print(
             f"warm-up call (not counted): {time.monotonic() - warm_started:.0f} s, first turn latency "
-            f"{(first or math.nan) * 1000:.0f} ms (includes loading Whisper); worker RSS after it, "
+            f"{(first or math.nan) * 1000:.0f} ms; worker RSS after it, "
             f"models loaded: {sampler.now().rss / MIB:.0f} MiB{'; FAILED: ' + failed[0] if failed else ''}"
         )
         figures: dict[int, dict[str, float]] = {}
@@ -840,8 +847,8 @@ def summary(figures: dict[int, dict[str, float]], idle: Window) -> None:
             f"{figures[low]['peak_rss'] / MIB:.0f} MiB, / {high - low}) -> {met}"
         )
         print(
-            f"  (idle worker before any call: {idle.end_rss / MIB:.0f} MiB; the first call also loads "
-            "Whisper, which every later call shares)"
+            f"  (idle worker before any call, Whisper and the VADs loaded and shared by every call: "
+            f"{idle.end_rss / MIB:.0f} MiB)"
         )
 
 
