@@ -1,24 +1,30 @@
-"""One server interceptor for every RPC: request id, authentication, error mapping and access log.
+"""One server interceptor for every RPC: request id, authentication, error mapping, access log and
+the RPC metrics.
 
 It wraps each method handler rather than acting before it, so the contextvars it sets are visible
 inside the handler (grpc.aio runs interceptors and handlers in different contexts otherwise).
+
+grpc.aio asks the interceptor for every call, so what depends only on the method (its decoder,
+metric series, whether it authenticates) is made once per method; a call only binds its own
+metadata to the method's wrapper. The metrics are recorded in the same wrapper rather than by an
+interceptor of their own: one layer per call, not two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeAlias
 
 import grpc
 import structlog
 from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 
-from servicekit import auth, context, wire
+from servicekit import auth, context, metrics, wire
 from servicekit.errors import DomainError, ErrorKind, FieldViolation, invalid_argument
 from servicekit.status import grpc_code, to_status
 
@@ -28,14 +34,21 @@ log = structlog.get_logger("servicekit.rpc")
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REQUEST_ID_HEADER = "x-request-id"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# Methods prepared (one entry per method); only a generic handler that accepts any method name
+# could reach it, and then the cache starts over rather than grow.
+_METHODS_MAX = 1024
 
 # grpc's stubs type handlers as sync; under grpc.aio they are coroutines or async generators.
 Behavior = Callable[..., Any]
 Decoder = Callable[[bytes], Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
+Context = grpc.aio.ServicerContext[Any, Any]
+Metadata = Sequence[tuple[str, Any]]
+Binder = Callable[[Metadata], Handler]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates callers and turns every failure into a well-formed status."""
+    """Authenticates callers, turns every failure into a well-formed status, logs and counts calls."""
 
     def __init__(
         self,
@@ -46,7 +59,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         """
         Args:
             tokens: Which bearer tokens are accepted (users' and services', each with its secret).
-            public_prefixes: Methods left entirely alone (health, reflection).
+            public_prefixes: Methods left alone but for their metrics (health, reflection).
             self_authenticated: Full method names whose callers cannot send our bearer token (LiveKit's
                 webhook, signed its own way). They get no principal; the handler must verify the
                 request itself. Errors, request id and access log are handled as for any method.
@@ -54,34 +67,58 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._tokens = tokens
         self._public = tuple(public_prefixes)
         self._self_authenticated = frozenset(self_authenticated)
+        # Method → (the handler grpc found for it, how its calls get their handler).
+        self._methods: dict[str, tuple[Handler, Binder]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
         method: str = handler_call_details.method
-        if handler is None or method.startswith(self._public):
-            return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
+        prepared = self._methods.get(method)
+        # Compared by identity: a generic handler that made a new handler gets a new wrapper, never
+        # a stale one.
+        if prepared is None or prepared[0] is not handler:
+            prepared = (handler, self._binder(method, handler))
+            if len(self._methods) >= _METHODS_MAX:
+                self._methods.clear()
+            self._methods[method] = prepared
+        return prepared[1](handler_call_details.invocation_metadata or ())
+
+    def _binder(self, method: str, handler: Handler) -> Binder:
+        """How each call of `method` gets its handler, made once per method.
+
+        All but the call's metadata is bound here. The metadata grpc read for the call is bound to
+        that call's handler only (a partial and a handler tuple): reading it again inside the call
+        from the servicer context would cost more, as grpc builds it anew on each read.
+        """
+        if method.startswith(self._public):
+            timed = metrics.timed(method, handler)
+            return lambda _: timed
         # The request arrives as bytes and is decoded inside the call scope: grpc's own decoding
         # would answer undecodable input (strings that are not UTF-8) with UNKNOWN and the
         # exception text, before any of our error mapping runs.
         decode = _decoder(method, handler.request_deserializer)
+        authenticate = method not in self._self_authenticated
+        serializer = handler.response_serializer
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, metadata, decode, handler.unary_unary),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
+            series = metrics.MethodMetrics(method, metrics.UNARY)
+            unary = functools.partial(self._unary, method, decode, authenticate, series, handler.unary_unary)
+            return lambda metadata: grpc.unary_unary_rpc_method_handler(
+                functools.partial(unary, metadata), request_deserializer=None, response_serializer=serializer
             )
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, decode, handler.unary_stream),
-                request_deserializer=None,
-                response_serializer=handler.response_serializer,
+            series = metrics.MethodMetrics(method, metrics.SERVER_STREAM)
+            streamed = handler.unary_stream
+            stream = functools.partial(self._stream, method, decode, authenticate, series, streamed)
+            return lambda metadata: grpc.unary_stream_rpc_method_handler(
+                functools.partial(stream, metadata), request_deserializer=None, response_serializer=serializer
             )
-        return handler  # our contracts have no client streams
+        return lambda _: handler  # our contracts have no client streams
 
     def _authenticate(self, metadata: dict[str, Any]) -> auth.Principal:
         header = metadata.get("authorization")
@@ -100,56 +137,86 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         context.bind_bearer_token(token.strip())
         return principal
 
-    @contextlib.asynccontextmanager
-    async def _call_scope(
+    # One call, in both wrappers below: the decoded request, caller and request id bound for its
+    # duration, any failure ended as a status, the access log line and the metrics. Written out in
+    # each rather than shared through a context manager: this runs for every RPC, and an async
+    # context manager cost a generator and two more awaits per call.
+    #
+    # Decoding comes first: a request that cannot be read is INVALID_ARGUMENT whoever sends it,
+    # and saying so reveals nothing a credential would protect. The metrics are recorded last, after
+    # any failure was mapped, so they count the status the caller got.
+
+    async def _unary(
         self,
         method: str,
-        metadata: dict[str, Any],
-        ctx: grpc.aio.ServicerContext[Any, Any],
-        decode: Callable[[], Any],
-    ) -> AsyncIterator[Any]:
-        """One call: the decoded request, caller and request id bound for its duration, any failure
-        ended as a status.
-
-        Decoding comes first: a request that cannot be read is INVALID_ARGUMENT whoever sends it,
-        and saying so reveals nothing a credential would protect.
-        """
+        decode: Decoder,
+        authenticate: bool,
+        series: metrics.MethodMetrics,
+        behavior: Behavior,
+        call_metadata: Metadata,
+        raw: bytes,
+        ctx: Context,
+    ) -> Any:
+        series.started()
         started = time.perf_counter()
+        outcome: BaseException | None = None
+        metadata = dict(call_metadata)
         tokens = context.bind(None, _request_id(metadata))
         bearer_reset = context.bind_bearer_token("")
         fields_reset = context.bind_call_fields()
         try:
-            request = decode()
-            if method not in self._self_authenticated:
+            request = decode(raw)
+            if authenticate:
                 context.bind_principal(self._authenticate(metadata))
-            yield request
+            response = await behavior(request, ctx)
             _log_done(method, started, "OK", **context.call_fields())
+            return response
         except BaseException as exc:  # noqa: BLE001 - every failure must become a status
+            outcome = exc
             await _abort(method, started, ctx, exc)
             raise
         finally:
             context.unbind_call_fields(fields_reset)
             context.unbind_bearer_token(bearer_reset)
             context.unbind(tokens)
+            series.handled(metrics.status_name(ctx, outcome), time.perf_counter() - started)
 
-    def _wrap_unary(
-        self, method: str, metadata: dict[str, Any], decode: Decoder, behavior: Behavior
-    ) -> Behavior:
-        async def wrapped(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with self._call_scope(method, metadata, ctx, lambda: decode(raw)) as request:
-                return await behavior(request, ctx)
-
-        return wrapped
-
-    def _wrap_stream(
-        self, method: str, metadata: dict[str, Any], decode: Decoder, behavior: Behavior
-    ) -> Behavior:
-        async def wrapped(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            async with self._call_scope(method, metadata, ctx, lambda: decode(raw)) as request:
-                async for item in behavior(request, ctx):
-                    yield item
-
-        return wrapped
+    async def _stream(
+        self,
+        method: str,
+        decode: Decoder,
+        authenticate: bool,
+        series: metrics.MethodMetrics,
+        behavior: Behavior,
+        call_metadata: Metadata,
+        raw: bytes,
+        ctx: Context,
+    ) -> AsyncIterator[Any]:
+        series.started()
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        series.stream_opened()
+        metadata = dict(call_metadata)
+        tokens = context.bind(None, _request_id(metadata))
+        bearer_reset = context.bind_bearer_token("")
+        fields_reset = context.bind_call_fields()
+        try:
+            request = decode(raw)
+            if authenticate:
+                context.bind_principal(self._authenticate(metadata))
+            async for item in behavior(request, ctx):
+                yield item
+            _log_done(method, started, "OK", **context.call_fields())
+        except BaseException as exc:  # noqa: BLE001 - every failure must become a status
+            outcome = exc
+            await _abort(method, started, ctx, exc)
+            raise
+        finally:
+            context.unbind_call_fields(fields_reset)
+            context.unbind_bearer_token(bearer_reset)
+            context.unbind(tokens)
+            series.stream_closed()
+            series.handled(metrics.status_name(ctx, outcome), time.perf_counter() - started)
 
 
 def _decoder(method: str, deserializer: Callable[[bytes], Any] | None) -> Decoder:
@@ -190,9 +257,7 @@ def _log_done(method: str, started: float, code: str, **extra: Any) -> None:
     log.info("rpc finished", method=method, code=code, duration_ms=duration_ms, **extra)
 
 
-async def _abort(
-    method: str, started: float, ctx: grpc.aio.ServicerContext[Any, Any], exc: BaseException
-) -> None:
+async def _abort(method: str, started: float, ctx: Context, exc: BaseException) -> None:
     """Ends the call with a rich status; returns only for exceptions that must propagate as they are."""
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         _log_done(method, started, "CANCELLED")

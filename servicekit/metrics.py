@@ -7,13 +7,17 @@ domain's own metrics are defined next to the code they measure, named `syntera_<
 through `NAMESPACE` (e.g. `Gauge("watch_streams_open", ..., namespace=NAMESPACE, subsystem="chat")`).
 
 Metric labels never carry ids (conversation, user, room): their number is unbounded.
+
+The RPC metrics are recorded by `servicekit.interceptors.ServiceInterceptor`, in the same wrapper
+that maps errors to statuses (one layer per call instead of two); the names, labels and the rule
+for a call's final status live here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -63,102 +67,47 @@ def split_method(method: str) -> tuple[str, str]:
     return service, name
 
 
-# Each method's labelled series, looked up once: `labels()` splits, builds and locks on every call,
-# and it ran three times per RPC on the token path. Bounded by the methods and codes that exist.
-_started: dict[tuple[str, str], Counter] = {}
-_handled: dict[tuple[str, str, str], Counter] = {}
-_seconds: dict[tuple[str, str], Histogram] = {}
+class MethodMetrics:
+    """One method's labelled series, looked up once: `labels()` splits, builds and locks on every
+    call, and it ran three times per RPC on the token path.
 
-
-def rpc_started(method: str, rpc_type: str) -> None:
-    series = _started.get((method, rpc_type))
-    if series is None:
-        series = _started[(method, rpc_type)] = RPC_STARTED.labels(*split_method(method), rpc_type)
-    series.inc()
-
-
-def rpc_handled(method: str, rpc_type: str, code: str, seconds: float) -> None:
-    """Counts a finished RPC under its gRPC status name (`OK`, `NOT_FOUND`, `CANCELLED`, ...)."""
-    key = (method, rpc_type, code)
-    handled = _handled.get(key)
-    if handled is None:
-        handled = _handled[key] = RPC_HANDLED.labels(*split_method(method), rpc_type, code)
-    handled.inc()
-    timing = _seconds.get((method, rpc_type))
-    if timing is None:
-        timing = _seconds[(method, rpc_type)] = RPC_SECONDS.labels(*split_method(method), rpc_type)
-    timing.observe(seconds)
-
-
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every RPC by method, type and final status code.
-
-    It sits outside `ServiceInterceptor`, so it sees the status that interceptor gave the call
-    (domain errors, auth failures) through the servicer context, whichever way the call ended.
+    Made when the method's handler is first wrapped, that is at its first call, so a series still
+    appears only once its method has been called. Bounded by the methods and codes that exist.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _timed_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _timed_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # our contracts have no client streams
+    __slots__ = ("_handled", "_labels", "_open", "_seconds", "_started")
+
+    def __init__(self, method: str, rpc_type: str) -> None:
+        service, name = split_method(method)
+        self._labels = (service, name, rpc_type)
+        self._started = RPC_STARTED.labels(service, name, rpc_type)
+        self._seconds = RPC_SECONDS.labels(service, name, rpc_type)
+        self._handled: dict[str, Counter] = {}
+        self._open = RPC_STREAMS_OPEN.labels(service, name) if rpc_type == SERVER_STREAM else None
+
+    def started(self) -> None:
+        self._started.inc()
+
+    def stream_opened(self) -> None:
+        if self._open is not None:
+            self._open.inc()
+
+    def stream_closed(self) -> None:
+        if self._open is not None:
+            self._open.dec()
+
+    def handled(self, code: str, seconds: float) -> None:
+        """Counts a finished RPC under its gRPC status name (`OK`, `NOT_FOUND`, `CANCELLED`, ...)."""
+        counter = self._handled.get(code)
+        if counter is None:
+            counter = self._handled[code] = RPC_HANDLED.labels(*self._labels, code)
+        counter.inc()
+        self._seconds.observe(seconds)
 
 
-def _timed_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    async def timed(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        rpc_started(method, UNARY)
-        started = time.perf_counter()
-        outcome: BaseException | None = None
-        try:
-            return await behavior(request, ctx)
-        except BaseException as exc:
-            outcome = exc
-            raise
-        finally:
-            rpc_handled(method, UNARY, _code(ctx, outcome), time.perf_counter() - started)
-
-    return timed
-
-
-def _timed_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    async def timed(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        rpc_started(method, SERVER_STREAM)
-        started = time.perf_counter()
-        outcome: BaseException | None = None
-        open_streams = RPC_STREAMS_OPEN.labels(*split_method(method))
-        open_streams.inc()
-        try:
-            async for item in behavior(request, ctx):
-                yield item
-        except BaseException as exc:
-            outcome = exc
-            raise
-        finally:
-            open_streams.dec()
-            rpc_handled(method, SERVER_STREAM, _code(ctx, outcome), time.perf_counter() - started)
-
-    return timed
-
-
-def _code(ctx: grpc.aio.ServicerContext[Any, Any], outcome: BaseException | None) -> str:
-    """The status the call ended with: the one set on the context, else what the outcome implies."""
+def status_name(ctx: grpc.aio.ServicerContext[Any, Any], outcome: BaseException | None) -> str:
+    """The status a call ended with: the one set on the context (the error mapping's, when it
+    mapped a failure), else what the outcome implies."""
     code = ctx.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -167,6 +116,59 @@ def _code(ctx: grpc.aio.ServicerContext[Any, Any], outcome: BaseException | None
     if isinstance(outcome, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED.name
     return grpc.StatusCode.UNKNOWN.name
+
+
+def timed(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` counted and timed, nothing else: for the methods left outside authentication and
+    error mapping (health, reflection). Build it once per method, not per call."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _timed_unary(MethodMetrics(method, UNARY), handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _timed_stream(MethodMetrics(method, SERVER_STREAM), handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler  # our contracts have no client streams
+
+
+def _timed_unary(series: MethodMetrics, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def timed(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        series.started()
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        try:
+            return await behavior(request, ctx)
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            series.handled(status_name(ctx, outcome), time.perf_counter() - started)
+
+    return timed
+
+
+def _timed_stream(series: MethodMetrics, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def timed(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        series.started()
+        started = time.perf_counter()
+        outcome: BaseException | None = None
+        series.stream_opened()
+        try:
+            async for item in behavior(request, ctx):
+                yield item
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            series.stream_closed()
+            series.handled(status_name(ctx, outcome), time.perf_counter() - started)
+
+    return timed
 
 
 def serve(host: str, port: int) -> tuple[WSGIServer, int]:

@@ -20,7 +20,6 @@ from grpc_reflection.v1alpha import reflection
 from servicekit import tracing
 from servicekit.auth import TokenPolicy
 from servicekit.interceptors import ServiceInterceptor
-from servicekit.metrics import RpcMetricsInterceptor
 
 log = structlog.get_logger("servicekit.server")
 
@@ -63,11 +62,10 @@ async def start_server(
     `self_authenticated` names methods that verify their callers themselves (see ServiceInterceptor).
     """
     server = grpc.aio.server(
-        # Outermost first: the trace span covers the whole call, metrics see the final status that
-        # ServiceInterceptor gives it.
+        # Outermost first: the trace span covers the whole call. ServiceInterceptor also records
+        # the RPC metrics, after its error mapping gave the call its final status.
         interceptors=[
             *tracing.server_interceptors(),
-            RpcMetricsInterceptor(),
             ServiceInterceptor(tokens, self_authenticated=self_authenticated),
         ],
         options=[

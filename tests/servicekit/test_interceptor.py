@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from servicekit import context
 from servicekit.errors import (
@@ -31,6 +33,31 @@ SERVICE = "test.Echo"
 async def _whoami(request: bytes, _: Any) -> bytes:
     principal = context.current_principal()
     return f"{principal.subject}:{principal.is_service}".encode()
+
+
+async def _whoami_later(request: bytes, _: Any) -> bytes:
+    # Lets other calls of the same method run in between, then reads who this call is.
+    await asyncio.sleep(0.01)
+    principal = context.current_principal()
+    return f"{principal.subject}:{context.current_request_id()}".encode()
+
+
+class _FreshHandlers(grpc.GenericRpcHandler):
+    """A new handler object on every lookup, each answering with its own number."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        if handler_call_details.method != "/test.Fresh/Which":
+            return None
+        self.made += 1
+        made = self.made
+
+        async def which(request: bytes, _: Any) -> bytes:
+            return str(made).encode()
+
+        return grpc.unary_unary_rpc_method_handler(which)
 
 
 async def _crash(request: bytes, _: Any) -> bytes:
@@ -66,13 +93,16 @@ def _register(server: grpc.aio.Server) -> None:
     identity = {"request_deserializer": None, "response_serializer": None}
     handlers = {
         "WhoAmI": grpc.unary_unary_rpc_method_handler(_whoami, **identity),
+        "WhoAmILater": grpc.unary_unary_rpc_method_handler(_whoami_later, **identity),
         "Crash": grpc.unary_unary_rpc_method_handler(_crash, **identity),
         "Invalid": grpc.unary_unary_rpc_method_handler(_invalid, **identity),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream, **identity),
         "Quota": grpc.unary_unary_rpc_method_handler(_quota, **identity),
         "Signed": grpc.unary_unary_rpc_method_handler(_signed, **identity),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, handlers), _FreshHandlers())
+    )
 
 
 @pytest.fixture
@@ -186,6 +216,66 @@ async def test_self_authenticated_method_skips_bearer_check_but_maps_errors(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await _unary(channel, "WhoAmI")(b"", metadata=(("authorization", "signed-by-livekit"),))
     assert _error_info(missing.value).reason == "TOKEN_MISSING"
+
+
+async def test_concurrent_calls_of_one_method_each_see_their_own_caller_and_request_id(
+    channel: grpc.aio.Channel,
+) -> None:
+    # The method's wrapper is made once and shared; each call must still get its own metadata.
+    users = [f"user-{n}" for n in range(30)]
+    replies = await asyncio.gather(
+        *(
+            _unary(channel, "WhoAmILater")(
+                b"", metadata=(*bearer(user_token(user)), ("x-request-id", f"req-{user}"))
+            )
+            for user in users
+        )
+    )
+    assert replies == [f"{user}:req-{user}".encode() for user in users]
+
+
+async def test_a_new_handler_for_a_method_is_used_not_the_first_one_wrapped(
+    channel: grpc.aio.Channel,
+) -> None:
+    which = channel.unary_unary("/test.Fresh/Which")
+    first = int(await which(b"", metadata=bearer(user_token("alice"))))
+    assert int(await which(b"", metadata=bearer(user_token("alice")))) == first + 1
+
+
+def _count(name: str, method: str, **labels: str) -> float:
+    service, _, rpc = method.lstrip("/").partition("/")
+    found = REGISTRY.get_sample_value(name, {"grpc_service": service, "grpc_method": rpc, **labels})
+    return found or 0.0
+
+
+async def test_metrics_count_every_call_under_the_status_the_caller_got(channel: grpc.aio.Channel) -> None:
+    whoami, crash, stream = f"/{SERVICE}/WhoAmI", f"/{SERVICE}/Crash", f"/{SERVICE}/Stream"
+    health = "/grpc.health.v1.Health/Check"
+    handled = "grpc_server_handled_total"
+    expected = [
+        (handled, whoami, {"grpc_type": "unary", "grpc_code": "OK"}),
+        (handled, whoami, {"grpc_type": "unary", "grpc_code": "UNAUTHENTICATED"}),
+        (handled, crash, {"grpc_type": "unary", "grpc_code": "INTERNAL"}),
+        (handled, stream, {"grpc_type": "server_stream", "grpc_code": "INVALID_ARGUMENT"}),
+        (handled, health, {"grpc_type": "unary", "grpc_code": "OK"}),
+        ("grpc_server_started_total", crash, {"grpc_type": "unary"}),
+        ("grpc_server_handling_seconds_count", crash, {"grpc_type": "unary"}),
+    ]
+    before = [_count(name, method, **labels) for name, method, labels in expected]
+    streams_open = _count("grpc_server_streams_open", stream)
+
+    await _unary(channel, "WhoAmI")(b"", metadata=bearer(user_token("alice")))
+    for name, metadata in (("WhoAmI", ()), ("Crash", bearer(user_token("alice")))):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _unary(channel, name)(b"", metadata=metadata)
+    with pytest.raises(grpc.aio.AioRpcError):
+        async for _ in channel.unary_stream(stream)(b"", metadata=bearer(user_token("alice"))):
+            pass
+    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
+
+    after = [_count(name, method, **labels) for name, method, labels in expected]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0] * len(expected)
+    assert _count("grpc_server_streams_open", stream) == streams_open
 
 
 def _error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
