@@ -9,10 +9,13 @@ their message is kept, never the `extra` fields libraries attach (they can hold 
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -33,12 +36,14 @@ def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -
     if not isinstance(numeric, int):
         numeric = logging.INFO
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_JsonDumps())
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _IsoTimeStamper(),
         add_correlation,
     ]
     if service:
@@ -50,9 +55,50 @@ def configure(level: str = "INFO", fmt: LogFormat = "json", service: str = "") -
     structlog.configure(
         processors=[*shared, _TRACEBACKS, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # The same bytes as PrintLogger's print(line, flush=True), with one call to write, not two.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class _IsoTimeStamper:
+    """`timestamp`, exactly as structlog's TimeStamper(fmt="iso", utc=True) writes it
+    (`2026-01-02T03:04:05.678901Z`, no fraction when it is zero), in under half its time.
+
+    Every access log line gets one, so the date and time of day are formatted once per second
+    rather than through a datetime per line. The same clock, floored to the microsecond as
+    `datetime.now` floors it.
+    """
+
+    def __init__(self) -> None:
+        # (whole second, its text) as one tuple: a stdlib record logged from another thread
+        # never sees one second's number with another's text.
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, _: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        event["timestamp"] = f"{cached[1]}.{micros:06d}Z" if micros else f"{cached[1]}Z"
+        return event
+
+
+class _JsonDumps:
+    """`json.dumps(event, default=...)` as JSONRenderer calls it, with the encoder made once.
+
+    json.dumps builds a new JSONEncoder on every call that passes `default`; JSONRenderer always
+    does. The encoder holds no state between calls, so one per `default` gives the same text.
+    """
+
+    def __init__(self) -> None:
+        self._encoders: dict[Callable[[Any], Any], json.JSONEncoder] = {}
+
+    def __call__(self, event: Any, *, default: Callable[[Any], Any]) -> str:
+        encoder = self._encoders.get(default)
+        if encoder is None:
+            encoder = self._encoders[default] = json.JSONEncoder(default=default)
+        return encoder.encode(event)
 
 
 def add_correlation(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
