@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -143,3 +144,44 @@ def test_kept_claims_are_what_access_token_writes_with_fresh_times(
         each.pop("nbf")
         each.pop("exp")
     assert claims[0] == claims[1] == reference
+
+
+@pytest.mark.parametrize(
+    ("kind", "media", "display_name", "ttl"),
+    [
+        (ParticipantKind.USER, CallMedia.VOICE, "", None),
+        (ParticipantKind.USER, CallMedia.VIDEO, 'Zoë ☃ "quoted"', 120.5),
+        (ParticipantKind.AGENT, CallMedia.VOICE, "", 600),
+    ],
+)
+def test_tokens_are_the_bytes_jwt_encode_writes(
+    kind: ParticipantKind,
+    media: CallMedia,
+    display_name: str,
+    ttl: float | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    minter = TokenMinter(POLICY)
+    spec = TokenSpec(
+        conversation_id="c1",
+        agent_id="a1",
+        kind=kind,
+        media=media,
+        identity="alice" if kind is ParticipantKind.USER else "agent-a1",
+        display_name=display_name,
+        ttl_seconds=ttl,
+    )
+    lifetime = ttl if ttl is not None else POLICY.default_ttl_seconds
+    # The first token is PyJWT's own; the later ones are signed with the key it accepted.
+    for moment in (time.time(), time.time() + 61.7, time.time() + 3600.0):
+        monkeypatch.setattr(time, "time", lambda moment=moment: moment)
+        claims = {**minter._claims_of(spec), "nbf": int(moment), "exp": int(moment + lifetime)}
+        assert minter.mint(spec).token == jwt.encode(claims, LIVEKIT_SECRET, algorithm="HS256")
+
+
+def test_a_secret_pyjwt_refuses_is_refused_for_every_token() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+    minter = TokenMinter(dataclasses.replace(POLICY, api_secret=pem))
+    for _ in range(2):
+        with pytest.raises(jwt.InvalidKeyError):
+            minter.mint(_spec(ParticipantKind.USER, CallMedia.VOICE, "alice"))
