@@ -47,6 +47,11 @@ def open_channel(target: str) -> grpc.aio.Channel:
             # After the peer was away, reconnect attempts back off up to this (gRPC's default is
             # 120 s): a service that comes back is called again within seconds, not minutes.
             ("grpc.max_reconnect_backoff_ms", 5_000),
+            # And start from this (gRPC's default is 1 s). A service started before the one it
+            # calls (agent_svc before chat_svc, as `make run` and the tests start them) failed its
+            # first attempt; with 1 s to the next, requests that came meanwhile failed UNAVAILABLE
+            # after their own retries, though chat_svc was up.
+            ("grpc.initial_reconnect_backoff_ms", 200),
         ],
     )
 
