@@ -160,14 +160,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         series.started()
         started = time.perf_counter()
         outcome: BaseException | None = None
-        metadata = dict(call_metadata)
-        tokens = context.bind(None, _request_id(metadata))
-        bearer_reset = context.bind_bearer_token("")
-        fields_reset = context.bind_call_fields()
+        metadata, resets = _bind_call(call_metadata)
         try:
-            request = decode(raw)
-            if authenticate:
-                context.bind_principal(self._authenticate(metadata))
+            request = self._admit(decode, raw, authenticate, metadata)
             response = await behavior(request, ctx)
             _log_done(method, started, "OK", **context.call_fields())
             return response
@@ -176,9 +171,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             await _abort(method, started, ctx, exc)
             raise
         finally:
-            context.unbind_call_fields(fields_reset)
-            context.unbind_bearer_token(bearer_reset)
-            context.unbind(tokens)
+            _unbind_call(resets)
             series.handled(metrics.status_name(ctx, outcome), time.perf_counter() - started)
 
     async def _stream(
@@ -196,14 +189,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         started = time.perf_counter()
         outcome: BaseException | None = None
         series.stream_opened()
-        metadata = dict(call_metadata)
-        tokens = context.bind(None, _request_id(metadata))
-        bearer_reset = context.bind_bearer_token("")
-        fields_reset = context.bind_call_fields()
+        metadata, resets = _bind_call(call_metadata)
         try:
-            request = decode(raw)
-            if authenticate:
-                context.bind_principal(self._authenticate(metadata))
+            request = self._admit(decode, raw, authenticate, metadata)
             async for item in behavior(request, ctx):
                 yield item
             _log_done(method, started, "OK", **context.call_fields())
@@ -212,11 +200,34 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             await _abort(method, started, ctx, exc)
             raise
         finally:
-            context.unbind_call_fields(fields_reset)
-            context.unbind_bearer_token(bearer_reset)
-            context.unbind(tokens)
+            _unbind_call(resets)
             series.stream_closed()
             series.handled(metrics.status_name(ctx, outcome), time.perf_counter() - started)
+
+    def _admit(self, decode: Decoder, raw: bytes, authenticate: bool, metadata: dict[str, Any]) -> Any:
+        """The decoded request, its caller bound first when the method authenticates."""
+        request = decode(raw)
+        if authenticate:
+            context.bind_principal(self._authenticate(metadata))
+        return request
+
+
+# What `_bind_call` set, for `_unbind_call` to reset: the request id, the bearer token, the log fields.
+_Resets: TypeAlias = tuple[Any, Any, Any]
+
+
+def _bind_call(call_metadata: Metadata) -> tuple[dict[str, Any], _Resets]:
+    """The call's metadata as a dict, with its request id bound and no bearer token or log fields yet."""
+    metadata = dict(call_metadata)
+    tokens = context.bind(None, _request_id(metadata))
+    return metadata, (tokens, context.bind_bearer_token(""), context.bind_call_fields())
+
+
+def _unbind_call(resets: _Resets) -> None:
+    tokens, bearer_reset, fields_reset = resets
+    context.unbind_call_fields(fields_reset)
+    context.unbind_bearer_token(bearer_reset)
+    context.unbind(tokens)
 
 
 def _decoder(method: str, deserializer: Callable[[bytes], Any] | None) -> Decoder:
