@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 
 from bench.stats import percentile
-from devrun.caller import AUDIBLE_DBFS, CALLER_NICE, Caller, CallerError, callers_first, dbfs
+from devrun.caller import AUDIBLE_DBFS, Caller, CallerError, dbfs
 from devrun.mesh import VOICE_WORKER, Mesh, start_mesh
 from devrun.ports import free_port
 from devrun.sample_audio import speak
@@ -786,14 +786,7 @@ async def _measure(mesh: Mesh, worker: Worker, turns: int, call_counts: Sequence
     print(worker_settings_line(worker))
     print(hops(mesh))
     windows: list[Window] = []
-    with Sampler(mesh.process(VOICE_WORKER).pid) as sampler, callers_first() as ahead:
-        print(
-            f"callers: this process, its threads at nice {CALLER_NICE} while calls run (people's devices "
-            "run their audio on raised-priority threads, on machines of their own)"
-            if ahead
-            else "callers: at normal priority (raising it was not allowed here); a busy worker can "
-            "delay their microphones, which only makes latencies longer"
-        )
+    with Sampler(mesh.process(VOICE_WORKER).pid) as sampler:
         await asyncio.sleep(2.0)
         with window(sampler, windows):
             await asyncio.sleep(IDLE_SECONDS)

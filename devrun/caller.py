@@ -20,10 +20,9 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,13 +42,6 @@ SOURCE_QUEUE_MS = 50
 # every latency measured from the end of an utterance, so a busy caller only ever measures slower.
 LEAD_MS = 20
 LATENESS_WINDOW = 200
-# Callers stand for people's devices, each a machine of its own; here they share the cores with the
-# server they call, and a server busy transcribing five calls stalled the callers' event loop for up
-# to 1.1 s mid-sentence (the agent heard the words cut, repeated by the jitter buffer's concealment).
-# A browser captures and plays audio on raised-priority threads; callers get the same edge over the
-# services while they are in a call (`callers_first`). Their own work is small, so the services lose
-# little CPU to it.
-CALLER_NICE = -10
 # An agent frame at or above this level counts as sound (espeak-ng speech sits around -20 dBFS;
 # Opus comfort noise and silence sit far below -60).
 AUDIBLE_DBFS = -45.0
@@ -97,42 +89,6 @@ class HeardAudio:
         """The int16 samples that arrived between `start` and `end`."""
         parts = [c for at, c in zip(self.arrivals, self.chunks, strict=True) if start <= at <= end]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-
-
-@contextlib.contextmanager
-def callers_first(nice: int = CALLER_NICE) -> Iterator[bool]:
-    """Runs every thread of this process at scheduling priority `nice` for the block, then as before.
-
-    Yields whether the system allowed it (lowering niceness needs CAP_SYS_NICE); without it the block
-    runs as it would have. Linux keeps niceness per thread, so each thread is set, including those of
-    LiveKit's native runtime; threads started inside the block inherit it and are reset at its end.
-    A process started inside the block would keep it: start services before.
-    """
-    restore: dict[int, int] = {}
-    default = os.getpriority(os.PRIO_PROCESS, 0)
-    allowed = True
-    try:
-        for tid in _thread_ids():
-            with contextlib.suppress(ProcessLookupError):
-                current = os.getpriority(os.PRIO_PROCESS, tid)
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
-                restore[tid] = current
-    except PermissionError:
-        allowed = False
-    try:
-        yield allowed
-    finally:
-        if restore:
-            for tid in _thread_ids():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.setpriority(os.PRIO_PROCESS, tid, restore.get(tid, default))
-
-
-def _thread_ids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc/self/task")]
-    except FileNotFoundError:  # not Linux: the calling thread stands for the process
-        return [0]
 
 
 def dbfs(samples: np.ndarray) -> float:

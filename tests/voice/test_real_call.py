@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devrun.caller import Caller, callers_first
+from devrun.caller import Caller
 from syntera.conversation.v1 import resources_pb2 as res
 from tests.conftest import Store
 from tests.support.identity import user_token
@@ -186,8 +186,7 @@ async def test_five_simultaneous_calls_on_one_worker_keep_their_transcripts_apar
             await caller.wait_until_agent_quiet(quiet_for=1.0)
         return join.conversation_id
 
-    with callers_first():
-        conversations = await asyncio.gather(*(one_call(s) for s in sentences))
+    conversations = await asyncio.gather(*(one_call(s) for s in sentences))
     for sentence, conversation_id in zip(sentences, conversations, strict=True):
 
         def answered(messages: list[res.Message]) -> bool:
