@@ -58,6 +58,9 @@ def test_a_restart_waits_out_a_port_held_for_a_moment(mesh_factory: MeshFactory)
     # Someone else binds the port while chat_svc is down, and lets go of it once chat_svc's first
     # start has failed on it (a timer would race with how long the start takes on a busy machine).
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As servers bind: agent_svc was connected to chat_svc, so the killed chat_svc's side of that
+    # connection sits in TIME_WAIT on the port, and only a socket with SO_REUSEADDR may bind it.
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     holder.bind((host, int(port)))
     holder.listen()
     done = threading.Event()
