@@ -164,8 +164,6 @@ class Caller:
 
     async def say(self, samples: np.ndarray, rate: int) -> float:
         """Speaks `samples` (int16 mono at `rate`) and returns when the last frame was sent."""
-        if self._utterance_end is not None and not self._utterance_end.done():
-            raise CallerError("the caller is still speaking")
         # Off the event loop: other callers in this process may be talking meanwhile.
         voice = samples if rate == SEND_RATE else await asyncio.to_thread(_resample, samples, rate)
         if self._utterance_end is not None and not self._utterance_end.done():
