@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import structlog
 
-from servicekit import context, tracing
+from servicekit import context, times, tracing
 
 LogFormat = Literal["json", "console"]
 _HANDLER_NAME = "syntera-structlog"
@@ -76,7 +76,7 @@ class _IsoTimeStamper:
         self._second: tuple[int, str] = (-1, "")
 
     def __call__(self, _: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
-        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        second, micros = divmod(times.now_us(), times.US_PER_SECOND)
         cached = self._second
         if cached[0] != second:
             cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
